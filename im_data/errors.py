@@ -1,0 +1,48 @@
+"""One typed error for every way a record can be rejected.
+
+Each :class:`RecordError` carries a stable ``reason`` code. Pipelines route the error to a dead-letter
+output keyed by that code; nothing is swallowed and nothing else is fatal.
+"""
+
+from __future__ import annotations
+
+#: Stable reason codes, with a one-line meaning each (documented in the README).
+REASONS: dict[str, str] = {
+    "invalid_json": "the line or file is not valid JSON (or not valid UTF-8)",
+    "unknown_format": "the record matches no known input format",
+    "missing_field": "a required field is absent",
+    "not_a_string": "a field that must be a string (e.g. message content) is not",
+    "bad_role": "a message has a role outside system/user/tool/assistant",
+    "empty_conversation": "the record holds no messages",
+    "no_assistant_turn": "the conversation has no assistant message",
+    "empty_output": "every assistant message is empty",
+    "template_error": "the chat template failed to render, or its spans cannot be found reliably",
+    "special_token_in_content": "a message contains a special-token string of the tokenizer",
+    "too_long": "the record exceeds max_length (truncation=drop), or truncation cut its output to nothing",
+    "no_trainable_tokens": "no token has a positive loss weight",
+    "read_error": "the input could not be read (missing, unreadable or corrupt file)",
+}
+
+
+class RecordError(ValueError):
+    """A record cannot be encoded. ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        super().__init__(f"[{reason}] {message}")
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self):  # picklable across Beam/Dask workers
+        return (RecordError, (self.reason, self.message))
+
+
+class TemplateError(RecordError):
+    """The chat template cannot be used to find spans reliably for this conversation."""
+
+    def __init__(self, message: str):
+        super().__init__("template_error", message)
+
+    def __reduce__(self):
+        return (TemplateError, (self.message,))

@@ -1,0 +1,216 @@
+"""Mergeable length statistics (in the style of datatrove's ``MetricStats``).
+
+The **dataset ratio** is the paper's: mean instruction length / mean output length = Σ instruction tokens /
+Σ output tokens, computed from merged sums, never as a mean of per-example ratios. Instruction tokens are the
+content tokens of ``system``/``user``/``tool`` messages; output tokens are ``assistant`` content tokens, both
+counted before truncation.
+
+Everything merges exactly (integer sums, fixed histogram bins, weight mass as exact fractions), so the result
+is the same whatever the runner, bundle sizes or merge order.
+
+>>> a, b = LengthStats(), LengthStats()
+>>> a.add({"num_instruction_tokens": 30, "num_output_tokens": 10, "num_template_tokens": 5})
+>>> b.add({"num_instruction_tokens": 10, "num_output_tokens": 30, "num_template_tokens": 5})
+>>> a.merge(b).dataset_ratio  # (30 + 10) / (10 + 30), although the per-example ratios are 3 and 1/3
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any, Mapping
+
+import numpy as np
+
+from .roles import NUM_ROLES, ROLE_LABELS, Role
+
+STATS_SCHEMA_VERSION = 1
+#: per-example ratio histogram: 10 log-spaced bins per decade from 1e-3 to 1e3, plus underflow/overflow
+RATIO_EDGES = np.logspace(-3, 3, 61)
+#: token-length histograms (for medians): 20 bins per decade from 1 to 1e6 tokens, plus underflow (0)/overflow
+LENGTH_EDGES = np.logspace(0, 6, 121)
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_FIELDS = ("instruction", "output", "template")
+
+
+def _bin(edges: np.ndarray, value: float) -> int:
+    """0 = underflow, 1..len(edges)-1 = bins, len(edges) = overflow."""
+    return int(np.searchsorted(edges, value, side="right"))
+
+
+def _hist_quantile(edges: np.ndarray, counts: list[int], q: float, lo: float, hi: float) -> float | None:
+    total = sum(counts)
+    if total == 0:
+        return None
+    target, cum = q * total, 0
+    for i, c in enumerate(counts):
+        if c and cum + c >= target:
+            left = lo if i == 0 else float(edges[i - 1])
+            right = hi if i == len(counts) - 1 else float(edges[i])
+            left, right = max(left, lo), min(right, hi)
+            frac = (target - cum) / c
+            if left > 0 and right > 0:
+                return float(math.exp(math.log(left) + frac * (math.log(right) - math.log(left))))
+            return float(left + frac * (right - left))
+        cum += c
+    return hi
+
+
+class LengthStats:
+    """Count, sums, min/max, tokens and weight mass per role, and fixed log-scale histograms."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.truncated = 0
+        self.sums = {f: 0 for f in _FIELDS}
+        self.mins: dict[str, int | None] = {f: None for f in _FIELDS}
+        self.maxs: dict[str, int | None] = {f: None for f in _FIELDS}
+        self.role_tokens = [0] * NUM_ROLES
+        self.weight_mass = [Fraction(0)] * NUM_ROLES
+        self.ratio_hist = [0] * (len(RATIO_EDGES) + 1)
+        self.length_hist = {f: [0] * (len(LENGTH_EDGES) + 1) for f in ("instruction", "output")}
+        self.ratio_min: Fraction | None = None
+        self.ratio_max: Fraction | None = None
+
+    # -- accumulate ---------------------------------------------------------------------------
+    def add(self, summary: Mapping[str, Any]) -> None:
+        """Add one example's :meth:`EncodedExample.summary` (or an object with the same attributes)."""
+        get = summary.get if isinstance(summary, Mapping) else (lambda k, d=None: getattr(summary, k, d))
+        values = {"instruction": int(get("num_instruction_tokens")), "output": int(get("num_output_tokens")),
+                  "template": int(get("num_template_tokens", 0) or 0)}
+        self.count += 1
+        self.truncated += bool(get("truncated", False))
+        for f, v in values.items():
+            self.sums[f] += v
+            self.mins[f] = v if self.mins[f] is None else min(self.mins[f], v)
+            self.maxs[f] = v if self.maxs[f] is None else max(self.maxs[f], v)
+        for f in ("instruction", "output"):
+            self.length_hist[f][_bin(LENGTH_EDGES, values[f])] += 1
+        counts = get("role_token_counts")
+        if counts is not None:
+            for r, c in enumerate(counts):
+                self.role_tokens[r] += int(c)
+        mass = get("weight_mass")
+        if mass is not None:
+            for r, m in enumerate(mass):
+                if m:
+                    self.weight_mass[r] += Fraction(float(m))
+        if values["output"] > 0:
+            ratio = Fraction(values["instruction"], values["output"])
+            self.ratio_hist[_bin(RATIO_EDGES, float(ratio))] += 1
+            self.ratio_min = ratio if self.ratio_min is None else min(self.ratio_min, ratio)
+            self.ratio_max = ratio if self.ratio_max is None else max(self.ratio_max, ratio)
+
+    def merge(self, other: "LengthStats") -> "LengthStats":
+        """Merge ``other`` into ``self`` (exact and order-independent); returns ``self``."""
+        self.count += other.count
+        self.truncated += other.truncated
+        for f in _FIELDS:
+            self.sums[f] += other.sums[f]
+            pairs = [v for v in (self.mins[f], other.mins[f]) if v is not None]
+            self.mins[f] = min(pairs) if pairs else None
+            pairs = [v for v in (self.maxs[f], other.maxs[f]) if v is not None]
+            self.maxs[f] = max(pairs) if pairs else None
+        self.role_tokens = [a + b for a, b in zip(self.role_tokens, other.role_tokens)]
+        self.weight_mass = [a + b for a, b in zip(self.weight_mass, other.weight_mass)]
+        self.ratio_hist = [a + b for a, b in zip(self.ratio_hist, other.ratio_hist)]
+        for f in self.length_hist:
+            self.length_hist[f] = [a + b for a, b in zip(self.length_hist[f], other.length_hist[f])]
+        for attr, pick in (("ratio_min", min), ("ratio_max", max)):
+            vals = [v for v in (getattr(self, attr), getattr(other, attr)) if v is not None]
+            setattr(self, attr, pick(vals) if vals else None)
+        return self
+
+    @classmethod
+    def merged(cls, parts) -> "LengthStats":
+        out = cls()
+        for part in parts:
+            out.merge(part)
+        return out
+
+    # -- read ---------------------------------------------------------------------------------
+    @property
+    def dataset_ratio(self) -> float | None:
+        """Σ instruction tokens / Σ output tokens (= mean instruction / mean output length)."""
+        if self.sums["output"] == 0:
+            return None
+        return self.sums["instruction"] / self.sums["output"]
+
+    def ratio_quantiles(self) -> dict[str, float | None]:
+        lo = float(self.ratio_min) if self.ratio_min is not None else 0.0
+        hi = float(self.ratio_max) if self.ratio_max is not None else 0.0
+        return {f"p{int(q * 100):02d}": _hist_quantile(RATIO_EDGES, self.ratio_hist, q, lo, hi) for q in QUANTILES}
+
+    def median(self, field: str) -> float | None:
+        lo, hi = self.mins[field], self.maxs[field]
+        if lo is None:
+            return None
+        return _hist_quantile(LENGTH_EDGES, self.length_hist[field], 0.5, float(lo), float(hi))
+
+    def weight_mass_share(self) -> dict[str, dict[str, float]]:
+        """Share of weight mass per role under IT and IM, from token counts (weights 0/1 by role)."""
+        tokens = self.role_tokens
+        out = {}
+        for mode, trained in (("it", (Role.ASSISTANT, Role.ASSISTANT_END)),
+                              ("im", (Role.SYSTEM, Role.USER, Role.TOOL, Role.ASSISTANT, Role.ASSISTANT_END))):
+            total = sum(tokens[r] for r in trained)
+            out[mode] = {ROLE_LABELS[r]: (tokens[r] / total if (total and r in trained) else 0.0)
+                         for r in range(NUM_ROLES)}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``stats.json`` schema: readable figures plus the exact accumulator state (``accumulator``)."""
+        def block(f: str) -> dict[str, Any]:
+            d = {"sum": self.sums[f], "min": self.mins[f], "max": self.maxs[f],
+                 "mean": (self.sums[f] / self.count) if self.count else None}
+            if f in self.length_hist:
+                d["median"] = self.median(f)
+            return d
+
+        ratio = self.dataset_ratio
+        return {
+            "schema_version": STATS_SCHEMA_VERSION,
+            "count": self.count,
+            "truncated": self.truncated,
+            "truncated_share": (self.truncated / self.count) if self.count else 0.0,
+            "instruction_tokens": block("instruction"),
+            "output_tokens": block("output"),
+            "template_tokens": block("template"),
+            "dataset_ratio": ratio,
+            "ratio_definition": "mean instruction tokens / mean output tokens (sum over sum, not a mean of ratios)",
+            "ratio_min": float(self.ratio_min) if self.ratio_min is not None else None,
+            "ratio_max": float(self.ratio_max) if self.ratio_max is not None else None,
+            "ratio_quantiles": self.ratio_quantiles(),
+            "ratio_histogram": {"edges": [float(e) for e in RATIO_EDGES], "counts": self.ratio_hist[1:-1],
+                                "underflow": self.ratio_hist[0], "overflow": self.ratio_hist[-1]},
+            "tokens_per_role": dict(zip(ROLE_LABELS, self.role_tokens)),
+            "weight_mass_per_role": {ROLE_LABELS[r]: float(m) for r, m in enumerate(self.weight_mass)},
+            "weight_mass_share": self.weight_mass_share(),
+            "accumulator": {
+                "sums": self.sums, "mins": self.mins, "maxs": self.maxs,
+                "weight_mass": [f"{m.numerator}/{m.denominator}" for m in self.weight_mass],
+                "ratio_hist": self.ratio_hist, "length_hist": self.length_hist,
+                "ratio_min": None if self.ratio_min is None else f"{self.ratio_min.numerator}/{self.ratio_min.denominator}",
+                "ratio_max": None if self.ratio_max is None else f"{self.ratio_max.numerator}/{self.ratio_max.denominator}",
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LengthStats":
+        acc = data["accumulator"]
+        s = cls()
+        s.count, s.truncated = int(data["count"]), int(data["truncated"])
+        s.sums = {f: int(acc["sums"][f]) for f in _FIELDS}
+        s.mins = {f: acc["mins"][f] for f in _FIELDS}
+        s.maxs = {f: acc["maxs"][f] for f in _FIELDS}
+        s.role_tokens = [int(data["tokens_per_role"][label]) for label in ROLE_LABELS]
+        s.weight_mass = [Fraction(m) for m in acc["weight_mass"]]
+        s.ratio_hist = [int(c) for c in acc["ratio_hist"]]
+        s.length_hist = {f: [int(c) for c in v] for f, v in acc["length_hist"].items()}
+        s.ratio_min = None if acc["ratio_min"] is None else Fraction(acc["ratio_min"])
+        s.ratio_max = None if acc["ratio_max"] is None else Fraction(acc["ratio_max"])
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LengthStats) and self.to_dict() == other.to_dict()

@@ -1,0 +1,239 @@
+"""Chat templates and exact span finding.
+
+A :class:`ChatTemplate` is a Jinja chat template (the tokenizer's own, a built-in written by us, or a file).
+:func:`find_spans` locates every message's content in the rendered conversation by comparing the renders of
+``messages[:i]`` and ``messages[:i+1]`` — never by searching for marker strings such as ``<|user|>``:
+
+1. every render must be a prefix of the next (else: ``template_error``);
+2. the text a message adds (its *delta*) must contain the message's content, verbatim or trimmed (templates
+   like llama3 trim); content a template defers (llama2/gemma put the system prompt inside the first user
+   turn) is looked for in later deltas, in order;
+3. where the content occurs more than once in a delta (content ``"user"`` under a ``<|im_start|>user`` header)
+   the template is rendered once more with unique sentinel contents, and the delta must equal that render with
+   the sentinels replaced: the header and footer then fix the span exactly. If neither way gives one answer,
+   the record is rejected with ``template_error``; we never guess.
+
+>>> t = ChatTemplate.builtin("tulu")
+>>> msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+>>> r = find_spans(t, msgs, {"eos_token": "</s>", "bos_token": "<s>"})
+>>> r.text
+'<|user|>\\nHi\\n<|assistant|>\\nYo</s>\\n'
+>>> [(r.text[s:e], role) for s, e, role in r.content_spans]
+[('Hi', 'user'), ('Yo', 'assistant')]
+>>> [r.text[s:e] for s, e in r.after_assistant]
+['</s>\\n']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import TemplateError
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
+BUILTIN_TEMPLATES = ("tulu", "chatml", "llama3", "llama2", "mistral", "zephyr", "gemma", "alpaca")
+_SENTINEL = "\ue000{}\ue001"
+
+
+@functools.lru_cache(maxsize=32)
+def _compile(source: str):
+    try:  # the same sandboxed environment transformers uses (raise_exception, {% generation %}, tojson, ...)
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        return _compile_jinja_template(source)
+    except ImportError:  # pragma: no cover - older/newer transformers layouts
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise jinja2.exceptions.TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(source)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+    """A named Jinja chat template. ``sha256`` identifies it in shard manifests."""
+
+    name: str
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def builtin(cls, name: str) -> "ChatTemplate":
+        if name not in BUILTIN_TEMPLATES:
+            raise ValueError(f"unknown built-in chat template {name!r}; built-ins: {', '.join(BUILTIN_TEMPLATES)}")
+        return cls(name, (BUILTIN_DIR / f"{name}.jinja").read_text(encoding="utf-8"))
+
+    @classmethod
+    def resolve(cls, name_or_path: str | None, tokenizer: Any = None) -> "ChatTemplate":
+        """``None``: the tokenizer's own template; a built-in name; or a path to a Jinja file."""
+        if name_or_path is None:
+            own = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+            if isinstance(own, dict):  # multiple named templates: take the default one
+                own = own.get("default")
+            if not own:
+                raise ValueError("the tokenizer has no chat template; pass one with --chat-template "
+                                 f"(a Jinja file or a built-in: {', '.join(BUILTIN_TEMPLATES)})")
+            return cls("tokenizer", own)
+        if name_or_path in BUILTIN_TEMPLATES:
+            return cls.builtin(name_or_path)
+        path = Path(name_or_path)
+        if path.is_file():
+            return cls(path.name, path.read_text(encoding="utf-8"))
+        raise ValueError(f"chat template {name_or_path!r} is neither a built-in ({', '.join(BUILTIN_TEMPLATES)}) "
+                         "nor a readable file")
+
+    def render(self, messages: Sequence[Mapping[str, str]], special_tokens: Mapping[str, Any],
+               add_generation_prompt: bool = False) -> str:
+        try:
+            return _compile(self.source).render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                                **special_tokens)
+        except TemplateError:
+            raise
+        except Exception as exc:  # jinja2 TemplateError, raise_exception(), TypeError on bad content ...
+            raise TemplateError(f"chat template {self.name!r} failed to render {len(messages)} message(s): "
+                                f"{type(exc).__name__}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedConversation:
+    """The rendered text plus character spans: each message's content (start, end, role), and for each
+    assistant message the text the template emitted after its content for that message (start, end)."""
+
+    text: str
+    content_spans: tuple[tuple[int, int, str], ...]
+    after_assistant: tuple[tuple[int, int], ...]
+    last_assistant_start: int
+
+
+def _occurrences(haystack: str, needle: str, start: int, limit: int = 2) -> list[int]:
+    found, pos = [], haystack.find(needle, start)
+    while pos != -1 and len(found) < limit:
+        found.append(pos)
+        pos = haystack.find(needle, pos + 1)
+    return found
+
+
+def _locate_fast(delta: str, contents: Sequence[str]) -> list[tuple[int, int]] | None:
+    """Find each content in order, verbatim or trimmed, when each occurs exactly once after the previous."""
+    spans, cursor = [], 0
+    for content in contents:
+        for candidate in (content, content.strip()):
+            if not candidate:
+                hits = None
+                break
+            hits = _occurrences(delta, candidate, cursor)
+            if hits:
+                break
+        if hits is None:  # empty content: a zero-width span where the cursor stands
+            spans.append((cursor, cursor))
+            continue
+        if len(hits) != 1:
+            return None
+        spans.append((hits[0], hits[0] + len(candidate)))
+        cursor = hits[0] + len(candidate)
+    return spans
+
+
+def render_empty(template: ChatTemplate, special_tokens: Mapping[str, Any]) -> str:
+    """The render of no messages (often ``""`` or a BOS); templates that cannot render it count as ``""``."""
+    try:
+        return template.render([], special_tokens)
+    except TemplateError:
+        return ""
+
+
+def find_spans(template: ChatTemplate, messages: Sequence[Mapping[str, str]],
+               special_tokens: Mapping[str, Any], empty_render: str | None = None) -> RenderedConversation:
+    """Render ``messages`` and find the exact character span of every message's content (see module doc).
+
+    ``empty_render`` is :func:`render_empty`'s result, passed in by callers that cache it.
+    """
+    previous = render_empty(template, special_tokens) if empty_render is None else empty_render
+    located: dict[int, tuple[int, int]] = {}
+    delta_of: dict[int, tuple[int, int]] = {}  # message -> (delta start, delta end) where its content was found
+    pending: list[int] = []
+    for i in range(len(messages)):
+        current = template.render(messages[: i + 1], special_tokens)
+        if not current.startswith(previous):
+            raise TemplateError(f"chat template {template.name!r}: the render of the first {i + 1} message(s) does "
+                                f"not start with the render of the first {i}; spans cannot be found reliably")
+        base, delta = len(previous), current[len(previous):]
+        pending.append(i)
+        contents = [messages[j]["content"] for j in pending]
+        spans = _locate_fast(delta, contents)
+        if spans is None:
+            spans = _locate_with_sentinels(template, messages, i, pending, previous, delta, special_tokens)
+        # commit the longest located prefix of pending messages; the rest wait for a later delta
+        still: list[int] = []
+        for j, span in zip(pending, spans if spans is not None else [None] * len(pending)):
+            if span is None or still:
+                still.append(j)
+            else:
+                located[j] = (base + span[0], base + span[1])
+                delta_of[j] = (base, len(current))
+        pending = still
+        previous = current
+    if pending:
+        j = pending[0]
+        raise TemplateError(f"chat template {template.name!r}: content of message {j} ({messages[j]['role']}) "
+                            "was not found in the rendered conversation")
+    text = previous
+    content_spans = tuple((located[j][0], located[j][1], messages[j]["role"]) for j in range(len(messages)))
+    after, last_start = [], 0
+    ordered = sorted(range(len(messages)), key=lambda j: located[j])
+    for rank, j in enumerate(ordered):
+        if messages[j]["role"] != "assistant":
+            continue
+        end = delta_of[j][1]
+        if rank + 1 < len(ordered) and delta_of[ordered[rank + 1]] == delta_of[j]:
+            end = min(end, located[ordered[rank + 1]][0])
+        after.append((located[j][1], end))
+        last_start = located[j][0]
+    return RenderedConversation(text, content_spans, tuple(after), last_start)
+
+
+def _locate_with_sentinels(template: ChatTemplate, messages: Sequence[Mapping[str, str]], i: int,
+                           pending: Sequence[int], previous: str, delta: str,
+                           special_tokens: Mapping[str, Any]) -> list[tuple[int, int] | None] | None:
+    """Disambiguate repeated content: render with sentinel contents and align the delta to that render."""
+    probe = [dict(m) for m in messages[: i + 1]]
+    for k, j in enumerate(pending):
+        probe[j]["content"] = _SENTINEL.format(k)
+    rendered = template.render(probe, special_tokens)
+    if not rendered.startswith(previous):
+        return None
+    skeleton = rendered[len(previous):]
+    spans: list[tuple[int, int] | None] = []
+    pos_sk, pos_real = 0, 0
+    for k, j in enumerate(pending):
+        sentinel = _SENTINEL.format(k)
+        at = skeleton.find(sentinel, pos_sk)
+        if at == -1:  # this message (and those after it) are deferred to a later delta
+            spans.extend([None] * (len(pending) - k))
+            return spans if k > 0 else None
+        literal = skeleton[pos_sk:at]
+        if not delta.startswith(literal, pos_real):
+            return None
+        start = pos_real + len(literal)
+        content = messages[j]["content"]
+        for candidate in (content, content.strip()):
+            if delta.startswith(candidate, start):
+                break
+        else:
+            return None
+        spans.append((start, start + len(candidate)))
+        pos_sk, pos_real = at + len(sentinel), start + len(candidate)
+    if delta[pos_real:] != skeleton[pos_sk:]:
+        return None
+    return spans

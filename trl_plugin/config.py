@@ -1,0 +1,74 @@
+"""`WeightedSFTConfig`: TRL's `SFTConfig` plus the per-token loss-weight options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+NORMALIZATIONS = ("weight", "tokens", "sequence")
+SEGMENT_METRICS = ("none", "eval", "all")
+
+
+@dataclass
+class WeightedSFTConfig(SFTConfig):
+    r"""
+    Configuration for [`trl_plugin.WeightedSFTTrainer`]: every [`trl.SFTConfig`] field, plus
+
+    Parameters:
+        loss_weights_column (`str` or `None`, *optional*, defaults to `"loss_weights"`):
+            Column holding one float weight per token (the `im-data prepare` shard column). Token *t* contributes
+            `w[t] * nll(t)` to the loss. `None`, `""` or `"none"` disables weighting: the trainer then behaves like
+            `SFTTrainer` and trains on `labels` only (binarised weights).
+        loss_normalization (`str`, *optional*, defaults to `"weight"`):
+            `"weight"`: Σ w·nll / Σ w. `"tokens"`: Σ w·nll / #{tokens with w > 0} (as in the WIT code).
+            `"sequence"`: the weighted mean of each sequence (packed document), averaged over sequences (the paper's
+            effective normaliser at batch size 1). Sums and counts cover the whole gradient-accumulation window and
+            every process, so the loss does not depend on how a batch is split into micro-batches.
+        segment_metrics (`str`, *optional*, defaults to `"eval"`):
+            Log `loss_instruction` and `loss_output`, the unweighted mean NLL over instruction tokens (system, user,
+            tool) and over output tokens (assistant), whatever their weights: `"none"`, `"eval"` (evaluation only,
+            free for training) or `"all"` (training and evaluation). Needs the `roles` column.
+        roles_column (`str`, *optional*, defaults to `"roles"`):
+            Column holding the int8 token roles (`im_data.roles`), used by the segment metrics only.
+    """
+
+    loss_weights_column: str | None = field(
+        default="loss_weights",
+        metadata={
+            "help": "Column with one float loss weight per token (im-data shards: loss_weights). 'none' disables "
+            "weighting and trains on `labels` like plain SFTTrainer."
+        },
+    )
+    loss_normalization: str = field(
+        default="weight",
+        metadata={
+            "help": "Loss normaliser: 'weight' = sum(w*nll)/sum(w); 'tokens' = sum(w*nll)/#(w>0) (WIT code); "
+            "'sequence' = per-sequence weighted mean averaged over sequences (the paper at batch size 1). Counted "
+            "over the whole gradient-accumulation window and all processes.",
+            "choices": list(NORMALIZATIONS),
+        },
+    )
+    segment_metrics: str = field(
+        default="eval",
+        metadata={
+            "help": "Log loss_instruction / loss_output (unweighted mean NLL over instruction / output tokens): "
+            "'none', 'eval' (evaluation only) or 'all' (training too; costs a little per step).",
+            "choices": list(SEGMENT_METRICS),
+        },
+    )
+    roles_column: str = field(
+        default="roles",
+        metadata={"help": "Column with the int8 token roles (im_data.roles), used by the segment metrics."},
+    )
+
+    def __post_init__(self):
+        if isinstance(self.loss_weights_column, str) and self.loss_weights_column.strip().lower() in ("", "none"):
+            self.loss_weights_column = None
+        if isinstance(self.segment_metrics, bool):
+            self.segment_metrics = "all" if self.segment_metrics else "none"
+        if self.loss_normalization not in NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got {self.loss_normalization!r}")
+        if self.segment_metrics not in SEGMENT_METRICS:
+            raise ValueError(f"segment_metrics must be one of {SEGMENT_METRICS}, got {self.segment_metrics!r}")
+        super().__post_init__()
