@@ -235,7 +235,7 @@ class Encoder:
             ids, roles, offsets = ids[: self.max_length], roles[: self.max_length], offsets[: self.max_length]
         weights = self._weights[roles]
         if self.policy.last_assistant_only:
-            early = (offsets[:, 0] < conv.last_assistant_start) & (roles >= Role.ASSISTANT)
+            early = (offsets[:, 1] <= conv.last_assistant_start) & (roles >= Role.ASSISTANT)
             weights = np.where(early, np.float32(0), weights)
         counts = np.bincount(roles, minlength=NUM_ROLES)
         kept = int(counts[Role.ASSISTANT])

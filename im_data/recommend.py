@@ -200,7 +200,7 @@ def recommend(dataset_ratio: float, n: int) -> Recommendation:
         decision = "it"
         reason = (f"Outputs are much longer than instructions (ratio {ratio:.3g} < break-even "
                   f"{BREAK_EVEN_RATIO:.2f}), so the paper's fit predicts {gain_txt} for IM: keep the loss on "
-                  f"outputs only.")
+                  f"outputs (IT), or give instructions only a small weight.")
     else:
         decision = "neutral"
         reason = (f"The ratio {ratio:.3g} is close to the break-even {BREAK_EVEN_RATIO:.2f}, so the predicted "

@@ -60,7 +60,8 @@ LEGEND_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0)
 @functools.lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """GPT-2 byte-level mapping, unicode char -> byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -271,11 +272,11 @@ def role_table(view: ExampleView) -> Any:
     from rich.table import Table
 
     table = Table(title="tokens and weight mass per role", title_justify="left")
-    table.add_column("role")
-    table.add_column("tokens", justify="right")
+    table.add_column("role", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True)
     table.add_column("weight", justify="right")
-    table.add_column("weight mass", justify="right")
-    table.add_column("share of mass", justify="right")
+    table.add_column("weight mass", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
     for r in view.roles:
         table.add_row(f"[{_rgb(terminal_fg(1.0))} on {_rgb(TERMINAL_BG[r.role])}] {r.role} [/]", str(r.tokens),
                       f"{r.mean_weight:.3g}" if r.tokens else "-", f"{r.weight_mass:.4g}", f"{r.mass_share:.1%}")
@@ -324,6 +325,11 @@ th:first-child, td:first-child { text-align: left; }
 """
 
 
+def _weight_attr(weight: float) -> str:
+    """Shortest text that round-trips the float32 weight (``0.2``, not ``0.20000000298023224``)."""
+    return np.format_float_positional(np.float32(weight), trim="-")
+
+
 def _html_style(role: str, weight: float) -> str:
     return f"background:{HTML_BG[role]};color:rgba(0,0,0,{html_opacity(weight)})"
 
@@ -346,9 +352,10 @@ def render_html(view: ExampleView) -> str:
     toks = []
     for i, c in enumerate(view.cells):
         cls = "tok heavy" if c.weight > 1.0 else "tok"
-        tip = f"#{i} id {c.token_id} · {c.role} · weight {c.weight:g}"
-        toks.append(f'<span class="{cls}" data-index="{i}" data-role="{c.role}" data-weight="{c.weight!r}" '
-                    f'data-token-id="{c.token_id}" title="{esc(tip)}" style="{_html_style(c.role, c.weight)}">'
+        tip = f"#{i} id {c.token_id} · {c.role} · weight {_weight_attr(c.weight)}"
+        toks.append(f'<span class="{cls}" data-index="{i}" data-role="{c.role}" '
+                    f'data-weight="{_weight_attr(c.weight)}" data-token-id="{c.token_id}" title="{esc(tip)}" '
+                    f'style="{_html_style(c.role, c.weight)}">'
                     f"{esc(_display(c.text))}</span>")
     parts.append('<div class="stream">' + "".join(toks) + "</div>")
     parts.append('<table class="roles"><thead><tr><th>role</th><th>tokens</th><th>weight</th><th>weight mass</th>'

@@ -51,8 +51,10 @@ def _hist_quantile(edges: np.ndarray, counts: list[int], q: float, lo: float, hi
             left, right = max(left, lo), min(right, hi)
             frac = (target - cum) / c
             if left > 0 and right > 0:
-                return float(math.exp(math.log(left) + frac * (math.log(right) - math.log(left))))
-            return float(left + frac * (right - left))
+                value = math.exp(math.log(left) + frac * (math.log(right) - math.log(left)))
+            else:
+                value = left + frac * (right - left)
+            return float(min(max(value, lo), hi))
         cum += c
     return hi
 

@@ -124,20 +124,28 @@ def _occurrences(haystack: str, needle: str, start: int, limit: int = 2) -> list
     return found
 
 
-def _locate_fast(delta: str, contents: Sequence[str]) -> list[tuple[int, int]] | None:
-    """Find each content in order, verbatim or trimmed, when each occurs exactly once after the previous."""
+def _locate_fast(delta: str, contents: Sequence[str], *, lenient: bool = False) -> list[tuple[int, int]] | None:
+    """Find each content in order when it occurs exactly once after the previous one.
+
+    Contents that are empty or have whitespace at their edges are left to the sentinel path (a trimming
+    template makes the untrimmed text ambiguous); ``lenient`` is the last resort for templates that drop
+    empty messages altogether: empty content becomes a zero-width span at the cursor, edges are trimmed.
+    """
     spans, cursor = [], 0
     for content in contents:
-        for candidate in (content, content.strip()):
-            if not candidate:
-                hits = None
-                break
-            hits = _occurrences(delta, candidate, cursor)
-            if hits:
-                break
-        if hits is None:  # empty content: a zero-width span where the cursor stands
+        candidate = content
+        if not content.strip():
+            if not lenient:
+                return None
             spans.append((cursor, cursor))
             continue
+        if content != content.strip():
+            if not lenient:
+                return None
+            hits = _occurrences(delta, content, cursor) or _occurrences(delta, content.strip(), cursor)
+            candidate = content if delta.find(content, cursor) != -1 else content.strip()
+        else:
+            hits = _occurrences(delta, content, cursor)
         if len(hits) != 1:
             return None
         spans.append((hits[0], hits[0] + len(candidate)))
@@ -174,6 +182,8 @@ def find_spans(template: ChatTemplate, messages: Sequence[Mapping[str, str]],
         spans = _locate_fast(delta, contents)
         if spans is None:
             spans = _locate_with_sentinels(template, messages, i, pending, previous, delta, special_tokens)
+        if spans is None:
+            spans = _locate_fast(delta, contents, lenient=True)
         # commit the longest located prefix of pending messages; the rest wait for a later delta
         still: list[int] = []
         for j, span in zip(pending, spans if spans is not None else [None] * len(pending)):
@@ -227,8 +237,13 @@ def _locate_with_sentinels(template: ChatTemplate, messages: Sequence[Mapping[st
             return None
         start = pos_real + len(literal)
         content = messages[j]["content"]
+        # the version of the content (as given, or trimmed by the template) that the template's next fixed
+        # text follows; a bare startswith would let untrimmed content swallow the template's own whitespace
+        after = at + len(sentinel)
+        nxt = skeleton.find("\ue000", after)
+        following = skeleton[after: nxt if nxt != -1 else len(skeleton)]
         for candidate in (content, content.strip()):
-            if delta.startswith(candidate, start):
+            if delta.startswith(candidate + following, start):
                 break
         else:
             return None

@@ -29,8 +29,8 @@ class PrepareConfig:
     allow_special_tokens: bool = False
     format: str = "arrow"
     num_shards: int = 1
-    batch_size: int = 256                     # max records per encode batch (BatchElements)
-    run_buffer_bytes: int = 64 << 20          # rows buffered per writer before a sorted run is spilled
+    batch_size: int = 1024                     # max records per encode batch (BatchElements)
+    run_buffer_bytes: int = 16 << 20          # rows buffered per writer before a sorted run is spilled
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
 

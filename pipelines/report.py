@@ -78,9 +78,9 @@ TABLE_COLUMNS = ("dataset", "examples", "instruction tokens mean / median", "out
                  "dataset ratio", "per-example ratio p5 / p25 / p50 / p75 / p95", "truncated",
                  "weight mass % per role, IT", "weight mass % per role, IM", "recommendation")
 #: Shorter two-line headers for the terminal table.
-TERMINAL_HEADERS = ("dataset", "examples", "instr. tokens\nmean / med.", "output tokens\nmean / med.", "dataset\nratio",
-                    "per-example ratio\np5 / p25 / p50 / p75 / p95", "trun-\ncated", "weight mass %\nunder IT",
-                    "weight mass %\nunder IM", "recommendation")
+TERMINAL_HEADERS = ("dataset", "examples", "instr. tokens\nmean / median", "output tokens\nmean / median",
+                    "dataset\nratio", "per-example ratio\np5 / p25 / p50 / p75 / p95", "trun-\ncated",
+                    "weight mass %\nunder IT", "weight mass %\nunder IM", "recommendation")
 
 
 def table_rows(audits: Sequence[DatasetAudit]) -> list[list[str]]:
@@ -99,7 +99,7 @@ def table_rows(audits: Sequence[DatasetAudit]) -> list[list[str]]:
             f"{_num(out.get('mean'))} / {_num(out.get('median'))}",
             _ratio(s.get("dataset_ratio")),
             " / ".join(_ratio(q.get(k), 2) for k in ("p05", "p25", "p50", "p75", "p95")),
-            f"{trunc / count:.1%}" if count else "-",
+            f"{trunc / count:.1%}" if count and s.get("max_length") is not None else "-",
             _mass_share(shares.get("it")),
             _mass_share(shares.get("im")),
             a.recommendation.summary,
@@ -107,18 +107,37 @@ def table_rows(audits: Sequence[DatasetAudit]) -> list[list[str]]:
     return rows
 
 
-def rich_table(audits: Sequence[DatasetAudit], title: str = "im-data audit") -> Any:
+#: Column groups for narrow terminals: two tables, each still one row per dataset.
+NARROW_GROUPS = ((0, 1, 2, 3, 4, 6, 9), (0, 5, 7, 8))
+_LEFT = (0, 7, 8, 9)
+
+
+def rich_tables(audits: Sequence[DatasetAudit], width: int | None = None, title: str = "im-data audit") -> list[Any]:
+    """One rich table with every column when it fits in ``width``, else two narrower ones."""
+    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_lines=len(audits) > 1)
-    for i, col in enumerate(TERMINAL_HEADERS):
-        table.add_column(col, justify="left" if i in (0, 7, 8, 9) else "right", overflow="fold",
-                         no_wrap=i in (1, 4, 6))
     style = {"im": "bold green", "it": "bold yellow", "neutral": "bold cyan"}
-    for a, row in zip(audits, table_rows(audits)):
-        row = row[:-1] + [f"[{style[a.recommendation.decision]}]{row[-1]}[/]"]
-        table.add_row(*row)
-    return table
+    rows = table_rows(audits)
+    for a, row in zip(audits, rows):
+        row[9] = f"[{style[a.recommendation.decision]}]{row[9]}[/]"
+
+    def make(cols: Sequence[int], t: str) -> Any:
+        table = Table(title=t, title_justify="left", show_lines=len(audits) > 1)
+        for i in cols:
+            table.add_column(TERMINAL_HEADERS[i], justify="left" if i in _LEFT else "right",
+                             overflow="fold", no_wrap=i in (1, 4, 6))
+        for row in rows:
+            table.add_row(*[row[i] for i in cols])
+        return table
+
+    full = make(range(len(TERMINAL_HEADERS)), title)
+    if width is None:
+        return [full]
+    needed = Console(width=10_000).measure(full).maximum
+    if needed <= width:
+        return [full]
+    return [make(NARROW_GROUPS[0], title), make(NARROW_GROUPS[1], f"{title}: per-example ratios and weight mass")]
 
 
 def recommendation_lines(audits: Sequence[DatasetAudit]) -> list[str]:
@@ -147,7 +166,8 @@ def print_audit(audits: Sequence[DatasetAudit], console: Any = None) -> None:
     from rich.text import Text
 
     console = console or Console()
-    console.print(rich_table(audits))
+    for table in rich_tables(audits, width=console.width):
+        console.print(table)
     for line in recommendation_lines(audits):
         console.print(Text(line))
 
@@ -177,7 +197,7 @@ def plot_ratio_hist(audits: Sequence[DatasetAudit], path: str | os.PathLike) -> 
     """Histogram of per-example ratios (share of examples per fixed log bin), log x axis; each dataset's ratio
     as a dashed line in its colour, the paper's break-even as a black line, under/overflow noted."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 6.2), dpi=110)
     xmin, xmax = math.inf, 0.0
     notes = []
     for i, a in enumerate(audits):
@@ -213,7 +233,7 @@ def plot_ratio_hist(audits: Sequence[DatasetAudit], path: str | os.PathLike) -> 
     ax.set_ylabel("share of examples per bin")
     ax.set_title("Instruction-to-output length ratio per example")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8.5, loc="upper left", framealpha=0.9)
+    ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     if notes:
         ax.text(0.99, 0.98, "\n".join(notes), transform=ax.transAxes, ha="right", va="top", fontsize=7.5,
                 color="#444")
@@ -226,8 +246,9 @@ def plot_lengths(audits: Sequence[DatasetAudit], path: str | os.PathLike) -> Non
     """Instruction length against output length per example (log-log scatter), with the paper's break-even
     line (output = instruction / 0.254): points above it have ratio below break-even."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 6.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.5, 7.6), dpi=110)
     lo, hi = math.inf, 1.0
+    means = []
     for i, a in enumerate(audits):
         if a.lengths is None or len(a.lengths) == 0:
             continue
@@ -238,6 +259,12 @@ def plot_lengths(audits: Sequence[DatasetAudit], path: str | os.PathLike) -> Non
         label = f"{a.name} (n={total:,})" if len(xy) >= total else f"{a.name} ({len(xy):,} of {total:,} sampled)"
         ax.scatter(xy[:, 0], xy[:, 1], s=7, color=color, alpha=alpha, linewidths=0, label=label, rasterized=True)
         lo, hi = min(lo, xy.min()), max(hi, xy.max())
+        mi, mo = (a.stats.get("instruction_tokens") or {}).get("mean"), (a.stats.get("output_tokens") or {}).get("mean")
+        if mi and mo:
+            means.append((a.name, float(mi), float(mo), color))
+    for name, mi, mo, color in means:  # drawn last, on top of every cloud
+        ax.scatter([mi], [mo], s=170, marker="*", color=color, edgecolors="black", linewidths=1.2, zorder=5,
+                   label=f"{name} mean (dataset ratio {mi / mo:.3f})")
     if not math.isfinite(lo):
         lo, hi = 1.0, 10.0
     lo, hi = lo / 1.5, hi * 1.5
@@ -251,12 +278,16 @@ def plot_lengths(audits: Sequence[DatasetAudit], path: str | os.PathLike) -> Non
     ax.set_ylim(lo, hi)
     ax.set_xlabel("instruction tokens per example (system + user + tool content, log scale)")
     ax.set_ylabel("output tokens per example (assistant content, log scale)")
-    ax.set_title("Instruction length vs output length (above the dotted line: IT favoured)")
+    ax.set_title("Instruction length vs output length per example\n"
+                 "(above the dotted line: ratio below the paper's break-even)", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
-    leg = ax.legend(fontsize=8.5, loc="lower right", framealpha=0.9, markerscale=2.5)
+    leg = ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, frameon=False)
     for handle in leg.legend_handles:
         if hasattr(handle, "set_alpha"):
             handle.set_alpha(1.0)
+        if hasattr(handle, "set_sizes") and handle.get_sizes() is not None and len(handle.get_sizes()) \
+                and handle.get_sizes()[0] < 50:
+            handle.set_sizes([30])
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

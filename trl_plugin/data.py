@@ -107,12 +107,13 @@ def check_tokenizer(manifest: dict[str, Any], tokenizer: Any, where: str = "") -
 
 
 def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, verify_checksums: bool = False,
-                  warn_if_binarised: bool = False):
+                  warn_if_binarised: bool = False, cache_dir: str | None = None):
     """Load a prepared directory as one ``datasets.Dataset``.
 
-    Arrow shards are memory-mapped in place (``Dataset.from_file``), parquet shards go through
-    ``load_dataset("parquet")``. With ``tokenizer``, raises :class:`TokenizerMismatchError` when the manifest's
-    fingerprint differs. With ``warn_if_binarised`` (for code that will train from ``labels`` only, e.g. plain
+    The shards go through ``datasets.load_dataset("arrow"|"parquet", data_files=...)``, so the datasets cache
+    (``cache_dir``, default ``HF_DATASETS_CACHE``) holds the converted table and all later ``map`` caches; nothing is
+    written into the prepared directory (which plain ``trl sft --dataset_name DIR/shards`` can then still read).
+    With ``tokenizer``, raises :class:`TokenizerMismatchError` when the manifest's fingerprint differs. With ``warn_if_binarised`` (for code that will train from ``labels`` only, e.g. plain
     ``SFTTrainer``), warns with :class:`FloatWeightsWarning` when the manifest's policy has fractional weights.
     """
     import datasets
@@ -145,31 +146,15 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, verify_chec
                 raise ManifestError(f"{file}: sha256 differs from the manifest; the shard was modified or truncated")
         files.append(str(file))
 
-    if manifest["format"] == "parquet":
-        ds = datasets.load_dataset("parquet", data_files=files, split="train")
-        parts = [ds]
-    else:
-        parts = [_arrow_shard(f) for f in files]
-    for shard, part in zip(manifest["shards"], parts if len(parts) == len(files) else []):
-        if "num_rows" in shard and part.num_rows != shard["num_rows"]:
-            raise ManifestError(
-                f"{root / shard['path']}: has {part.num_rows} rows, the manifest says {shard['num_rows']}"
-            )
-    ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    # Through the `arrow`/`parquet` builders: they read IPC stream and file formats, and keep every cache file
+    # (theirs and those of later `map` calls) in the datasets cache, never inside the prepared directory.
+    ds = datasets.load_dataset(manifest["format"], data_files=files, split="train", cache_dir=cache_dir)
+    expected = sum(int(s.get("num_rows", 0)) for s in manifest["shards"])
+    if all("num_rows" in s for s in manifest["shards"]) and ds.num_rows != expected:
+        raise ManifestError(f"{root}: the shards hold {ds.num_rows} rows, the manifest says {expected}")
     fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint", "")
     ds.info.description = f"{_STAMP}{json.dumps({'tokenizer_fingerprint': fingerprint, 'path': str(root)})}"
     return ds
-
-
-def _arrow_shard(file: str):
-    import datasets
-
-    try:
-        return datasets.Dataset.from_file(file)  # IPC stream format, memory-mapped (what `datasets` writes)
-    except (pa.ArrowInvalid, OSError):
-        with pa.memory_map(file) as source:  # IPC file format (with footer): read into memory
-            table = pa.ipc.open_file(source).read_all()
-        return datasets.Dataset(table)
 
 
 def stamped_fingerprint(dataset: Any) -> str | None:

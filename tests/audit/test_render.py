@@ -98,7 +98,8 @@ def test_terminal_output_colours_encode_role_and_weight(default_tokenizer):
     assert f"38;2;85;85;85;{tmpl_bg}m" in out         # template at weight 0
     it_out = render_text(_view(default_tokenizer, "it")[1], width=80, color=True)
     im_out = render_text(_view(default_tokenizer, "im")[1], width=80, color=True)
-    stream = lambda s: s.split("weight (brightness)")[1].split("tokens and weight mass")[0]  # noqa: E731
+    def stream(s):
+        return s.split("weight (brightness)")[1].split("\n", 1)[1].split("tokens and weight mass")[0]
     assert f"38;2;85;85;85;{user_bg}m" in stream(it_out) and f"38;2;255;255;255;{user_bg}m" not in stream(it_out)
     assert f"38;2;255;255;255;{user_bg}m" in stream(im_out) and f"38;2;85;85;85;{user_bg}m" not in stream(im_out)
 
@@ -149,7 +150,7 @@ def test_html_is_standalone_and_parses_back(default_tokenizer, mode):
     # the escaped text round-trips (markup in the content stays text)
     text = "".join(t["text"] for t in p.tokens).replace("↵\n", "\n").replace("⇥", "\t")
     assert text == default_tokenizer.decode(ex.input_ids.tolist(), skip_special_tokens=False)
-    assert "<b>Grüße</b>" not in page and "&lt;b&gt;" in page
+    assert "<b>Gr" not in page and "&lt;" in page
     # opacity follows the weight
     for t in p.tokens:
         assert f"rgba(0,0,0,{html_opacity(float(t['data-weight']))})" in t["style"]

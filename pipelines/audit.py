@@ -1,0 +1,465 @@
+"""``im-data audit``: is this dataset suited to Instruction Modelling (IM)?
+
+Raw inputs go through the Beam pipeline in a statistics-only mode (read → encode → ComputeStats, no shard
+writing); a prepared shard directory is read from its manifest and shards. Several inputs are compared side
+by side, one row per dataset, with the recommendation of :mod:`im_data.recommend`. Bad input (unreadable,
+empty, a shard directory without ``manifest.json``) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+DEFAULT_SAMPLE = 20_000
+MANIFEST = "manifest.json"
+
+
+class AuditError(RuntimeError):
+    """Bad input or setup: reported as one line on stderr with exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="raw inputs in any format `prepare` reads (JSONL, JSON, Parquet, globs, save_to_disk "
+                        "directories, hf:NAME[:SPLIT]) or prepared shard directories (with manifest.json)")
+    p.add_argument("--input-name", action="append", default=None, metavar="NAME",
+                   help="a label per INPUT, in order (repeat the option); inputs sharing a label are one dataset. "
+                        "Default: one dataset per INPUT, named after the file")
+    p.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
+                   help="hub name or local directory of a fast tokenizer (default: the embedded tokenizer)")
+    p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
+                   help="a built-in template name or a Jinja file (default: the tokenizer's own)")
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="report the share of examples truncated at N tokens")
+    p.add_argument("--truncation", choices=("keep_start", "drop"), default="keep_start")
+    p.add_argument("--allow-special-tokens", action="store_true",
+                   help="accept special-token strings inside message content (rejected by default)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write stats.json, ratio_hist.png, lengths.png and report.md into DIR")
+    p.add_argument("--scatter-sample", type=int, default=DEFAULT_SAMPLE, metavar="N",
+                   help=f"examples per dataset kept for lengths.png (default {DEFAULT_SAMPLE:,}; a uniform sample "
+                        "above that)")
+    p.add_argument("--runner", default="direct", help="direct (default), dask, or any Beam runner name")
+    p.add_argument("--dask-address", default=None, metavar="ADDR", help="with --runner dask: a scheduler address")
+    p.add_argument("--dask-workers", type=int, default=None, metavar="N", help="with --runner dask: local workers")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="max records per encode batch")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "audit", help="is this dataset suited to instruction modelling? length statistics and a recommendation",
+        description=__doc__.split("\n\n")[0],
+        epilog="The recommendation uses the fitted curves of Shi et al. (NeurIPS 2024), made on Llama-2-7B "
+               "results: a guide, not a promise. Other options are Beam pipeline options.")
+    add_arguments(p)
+    p.set_defaults(func=command, accepts_extra=True)
+
+
+def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    try:
+        audits, notes = run_audit(args, extra or [])
+    except AuditError as exc:
+        print(f"im-data audit: error: {exc}", file=sys.stderr)
+        return 2
+    from .report import print_audit, write_report
+
+    console = Console()
+    print_audit(audits, console)
+    for note in notes:
+        console.print(note, style="yellow", markup=False, highlight=False)
+    if args.report:
+        try:
+            paths = write_report(audits, args.report, command=_command_line(args))
+        except OSError as exc:
+            print(f"im-data audit: error: cannot write the report to {args.report}: {exc}", file=sys.stderr)
+            return 2
+        console.print(f"report: {paths['report.md']} (stats.json, ratio_hist.png, lengths.png)", markup=False,
+                      highlight=False)
+    return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["im-data", "audit", *args.inputs]
+    for name in args.input_name or []:
+        parts += ["--input-name", name]
+    for opt in ("tokenizer", "chat_template", "max_length"):
+        value = getattr(args, opt)
+        if value is not None:
+            parts += [f"--{opt.replace('_', '-')}", str(value)]
+    if args.report:
+        parts += ["--report", args.report]
+    return shlex.join(parts)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+@dataclass
+class DatasetSpec:
+    name: str
+    raw: list[str] = field(default_factory=list)      # raw input specs
+    shard_dirs: list[str] = field(default_factory=list)
+
+
+def _default_label(spec: str) -> str:
+    base = os.path.basename(os.path.normpath(spec)) or spec
+    for suffix in (".gz", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"):
+        if base.lower().endswith(suffix) and len(base) > len(suffix):
+            base = base[: -len(suffix)]
+    return base
+
+
+def is_shard_dir(path: str) -> bool:
+    """A directory produced by ``prepare``: it has ``manifest.json``, or (broken) ``shards/`` or ``stats.json``
+    without being a ``save_to_disk`` dataset."""
+    if not os.path.isdir(path):
+        return False
+    if os.path.isfile(os.path.join(path, MANIFEST)):
+        return True
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json")):
+        return False
+    return True  # any other directory: treated as a (broken) shard directory, so the error names the manifest
+
+
+def group_inputs(inputs: list[str], names: list[str] | None) -> list[DatasetSpec]:
+    """One dataset per INPUT by default; with ``--input-name`` (one per INPUT) equal labels are merged."""
+    if names is not None and len(names) != len(inputs):
+        raise AuditError(f"--input-name was given {len(names)} time(s) for {len(inputs)} input(s); "
+                         "give one label per INPUT")
+    if names is None:
+        labels, seen = [], {}
+        for spec in inputs:
+            label = _default_label(spec)
+            seen[label] = seen.get(label, 0) + 1
+            labels.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    else:
+        labels = [n.strip() for n in names]
+        if any(not n for n in labels):
+            raise AuditError("--input-name labels must not be empty")
+    datasets: dict[str, DatasetSpec] = {}
+    for label, spec in zip(labels, inputs):
+        ds = datasets.setdefault(label, DatasetSpec(label))
+        (ds.shard_dirs if is_shard_dir(os.path.expanduser(spec)) else ds.raw).append(spec)
+    return list(datasets.values())
+
+
+# ---------------------------------------------------------------------------------------- shard dirs
+def read_manifest(path: str) -> dict[str, Any]:
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.isfile(mpath):
+        raise AuditError(f"{path}: no {MANIFEST}: not a prepared shard directory (or `im-data prepare` did not "
+                         "finish), and not a save_to_disk dataset")
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditError(f"{mpath}: unreadable manifest: {str(exc).splitlines()[0]}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise AuditError(f"{mpath}: not an im-data manifest (no shard list)")
+    return manifest
+
+
+def iter_arrow_batches(spath: str, columns: list[str] | None = None) -> Iterator[Any]:
+    """Record batches of one shard file: Parquet, Arrow IPC stream (what ``prepare`` writes) or IPC file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if spath.endswith(".parquet"):
+            yield from pq.ParquetFile(spath).iter_batches(columns=columns, batch_size=4096)
+            return
+        with pa.memory_map(spath, "r") as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+                batches = iter(reader)
+            except pa.ArrowInvalid:
+                source.seek(0)
+                f = pa.ipc.open_file(source)
+                batches = (f.get_batch(i) for i in range(f.num_record_batches))
+            for batch in batches:
+                yield batch.select(columns) if columns else batch
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AuditError(f"{spath}: unreadable shard: {msg}") from None
+
+
+def read_arrow_table(spath: str, columns: list[str] | None = None) -> Any:
+    import pyarrow as pa
+
+    batches = list(iter_arrow_batches(spath, columns))
+    if not batches:
+        from .write import SCHEMA
+
+        schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+        return schema.empty_table()
+    return pa.Table.from_batches(batches)
+
+
+def iter_shard_batches(path: str, manifest: dict[str, Any], columns: list[str]) -> Iterator[Any]:
+    """Record batches of the given columns, shard by shard in manifest order."""
+    for shard in manifest["shards"]:
+        yield from iter_arrow_batches(os.path.join(path, shard["path"]), columns)
+
+
+def _list_column(batch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, row lengths) of a list column, honouring slices."""
+    arr = batch.column(name)
+    offsets = np.asarray(arr.offsets)
+    values = np.asarray(arr.values)[offsets[0]: offsets[-1]]
+    return values, np.diff(offsets)
+
+
+def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """``(LengthStats, sampled (instruction, output) lengths, manifest)`` from a prepared shard directory.
+
+    Lengths come from the ``num_*`` columns (before truncation, as in ``prepare``); tokens and weight mass per role
+    from the ``roles``/``loss_weights`` columns (after truncation). Template tokens are counted from the rows,
+    i.e. after truncation."""
+    from im_data import LengthStats
+    from im_data.roles import NUM_ROLES, Role
+
+    manifest = read_manifest(path)
+    stats = LengthStats()
+    lengths: list[np.ndarray] = []
+    cols = ["roles", "loss_weights", "num_instruction_tokens", "num_output_tokens", "truncated"]
+    for batch in iter_shard_batches(path, manifest, cols):
+        n = batch.num_rows
+        if n == 0:
+            continue
+        roles, row_len = _list_column(batch, "roles")
+        weights, _ = _list_column(batch, "loss_weights")
+        rows = np.repeat(np.arange(n), row_len)
+        counts = np.bincount(rows * NUM_ROLES + roles.astype(np.int64), minlength=n * NUM_ROLES).reshape(n, NUM_ROLES)
+        mass = np.bincount(rows * NUM_ROLES + roles.astype(np.int64), weights=weights.astype(np.float64),
+                           minlength=n * NUM_ROLES).reshape(n, NUM_ROLES)
+        ins = np.asarray(batch.column("num_instruction_tokens"), dtype=np.int64)
+        out = np.asarray(batch.column("num_output_tokens"), dtype=np.int64)
+        trunc = np.asarray(batch.column("truncated").to_pylist(), dtype=bool)
+        template = counts[:, Role.TEMPLATE] + counts[:, Role.ASSISTANT_END]
+        for i in range(n):
+            stats.add({"num_instruction_tokens": int(ins[i]), "num_output_tokens": int(out[i]),
+                       "num_template_tokens": int(template[i]), "truncated": bool(trunc[i]),
+                       "role_token_counts": counts[i].tolist(), "weight_mass": mass[i].tolist()})
+        lengths.append(np.stack([ins, out], axis=1))
+    pairs = np.concatenate(lengths) if lengths else np.zeros((0, 2), dtype=np.int64)
+    if len(pairs) > sample_size:
+        pairs = pairs[np.random.default_rng(seed).choice(len(pairs), sample_size, replace=False)]
+    return stats, pairs, manifest
+
+
+# ------------------------------------------------------------------------------------------ Beam part
+def _write_result(out_dir: str):
+    """Each tagged single result becomes one JSON file in ``out_dir`` (read back by the driver)."""
+    def write(item):
+        kind, idx, value = item
+        path = os.path.join(out_dir, f"{idx}-{kind}-{uuid.uuid4().hex}.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(value, f)
+        os.replace(path + ".tmp", path)
+        return path
+    return write
+
+
+def _tag(kind: str, idx: int):
+    return lambda value: (kind, idx, value)
+
+
+def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: int) -> None:
+    """For each dataset (one ``PrepareConfig`` each): read → encode → stats, in a statistics-only mode.
+
+    Uses the public stages of the prepare pipeline (``ReadExamples``, ``EncodeExamples``, ``ComputeStats``,
+    ``CountRecords``); the shard rows are produced by ``EncodeExamples`` but consumed by nothing."""
+    import apache_beam as beam
+    from apache_beam.transforms.combiners import SampleCombineFn
+
+    from .encode import EncodeExamples
+    from .read import ReadExamples
+    from .stats import ComputeStats, CountRecords
+
+    tagged = []
+    for idx, config in enumerate(configs):
+        d = f"D{idx}"
+        records = p | f"{d}/ReadExamples" >> ReadExamples(config.sources, config.split_bytes)
+        encoded = records | f"{d}/EncodeExamples" >> EncodeExamples(config)
+        stats = encoded.stats | f"{d}/ComputeStats" >> ComputeStats()
+        read = records | f"{d}/CountRecords" >> CountRecords()
+        rejects = (encoded.rejects
+                   | f"{d}/RejectReason" >> beam.Map(lambda r: r["reason"])
+                   | f"{d}/CountRejects" >> beam.combiners.Count.PerElement())
+        unreadable = (encoded.rejects
+                      | f"{d}/ReadErrors" >> beam.Filter(lambda r: r["reason"] == "read_error")
+                      | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}")
+                      | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults())
+        lengths = (encoded.stats
+                   | f"{d}/Lengths" >> beam.Map(lambda s: (int(s["num_instruction_tokens"]),
+                                                           int(s["num_output_tokens"])))
+                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleCombineFn(sample_size)).without_defaults())
+        tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)),
+                   read | f"{d}/TagRead" >> beam.Map(_tag("read", idx)),
+                   rejects | f"{d}/TagRejects" >> beam.Map(_tag("rejects", idx)),
+                   unreadable | f"{d}/TagUnreadable" >> beam.Map(_tag("unreadable", idx)),
+                   lengths | f"{d}/TagLengths" >> beam.Map(_tag("lengths", idx))]
+    _ = tagged | "AllResults" >> beam.Flatten() | "WriteResults" >> beam.Map(_write_result(results_dir))
+
+
+def collect_results(results_dir: str, n: int) -> list[dict[str, Any]]:
+    out = [{"stats": None, "read": 0, "rejects": {}, "unreadable": [], "lengths": []} for _ in range(n)]
+    for name in sorted(os.listdir(results_dir)):
+        if not name.endswith(".json"):
+            continue
+        idx_s, kind, _ = name.split("-", 2)
+        with open(os.path.join(results_dir, name), encoding="utf-8") as f:
+            value = json.load(f)
+        slot = out[int(idx_s)]
+        if kind == "stats":
+            slot["stats"] = value
+        elif kind == "read":
+            slot["read"] += int(value)
+        elif kind == "rejects":
+            reason, count = value
+            slot["rejects"][reason] = slot["rejects"].get(reason, 0) + int(count)
+        elif kind == "unreadable":
+            slot["unreadable"] += list(value)
+        elif kind == "lengths":
+            slot["lengths"] += [tuple(v) for v in value]
+    return out
+
+
+def _configs(datasets: list[DatasetSpec], args: argparse.Namespace) -> list[tuple[int, Any]]:
+    """Validate inputs, tokenizer and template before any work; one PrepareConfig per dataset with raw inputs."""
+    from im_data import ChatTemplate, WeightPolicy, load_tokenizer
+    from im_data.tokenizer import TokenizerLoadError
+
+    from .config import PrepareConfig
+    from .encode import build_encoder
+    from .read import InputError, expand_inputs
+
+    out = []
+    template = None
+    for i, ds in enumerate(datasets):
+        if not ds.raw:
+            continue
+        try:
+            sources = expand_inputs(ds.raw)
+            if template is None:
+                tok = load_tokenizer(args.tokenizer)
+                template = ChatTemplate.resolve(args.chat_template, tok) if args.chat_template else None
+            config = PrepareConfig(sources=sources, tokenizer=args.tokenizer, chat_template=template,
+                                   policy=WeightPolicy.preset("im").to_dict(), max_length=args.max_length,
+                                   truncation=args.truncation, allow_special_tokens=args.allow_special_tokens,
+                                   batch_size=args.batch_size)
+            if not out:
+                build_encoder(config)  # fail fast on a bad tokenizer/template, before Beam starts
+        except (InputError, TokenizerLoadError, ValueError, OSError) as exc:
+            raise AuditError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        out.append((i, config))
+    return out
+
+
+def _run_beam(configs: list[Any], args: argparse.Namespace, extra: list[str]) -> list[dict[str, Any]]:
+    import apache_beam as beam
+
+    from .prepare import _runner_and_options
+
+    results_dir = tempfile.mkdtemp(prefix="im-data-audit-")
+    try:
+        runner, options, cluster = _runner_and_options(args, extra)
+        try:
+            p = beam.Pipeline(runner=runner, options=options)
+            build_audit_pipeline(p, configs, results_dir, max(int(args.scatter_sample), 1))
+            result = p.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)
+                if client is not None:
+                    client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
+        return collect_results(results_dir, len(configs))
+    finally:
+        shutil.rmtree(results_dir, ignore_errors=True)
+
+
+def _reason_list(rejects: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(rejects.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def run_audit(args: argparse.Namespace, extra: list[str] | None = None):
+    """Compute every dataset's statistics and recommendation. Returns ``(list[DatasetAudit], notes)``."""
+    from im_data import LengthStats
+    from im_data.recommend import recommend
+
+    from .report import DatasetAudit
+
+    if args.max_length is not None and args.max_length < 2:
+        raise AuditError(f"--max-length must be >= 2, got {args.max_length}")
+    datasets = group_inputs(list(args.inputs), args.input_name)
+    stats = {ds.name: LengthStats() for ds in datasets}
+    lengths: dict[str, list[np.ndarray]] = {ds.name: [] for ds in datasets}
+    extra_info: dict[str, dict[str, Any]] = {ds.name: {"read": 0, "rejected_by_reason": {}, "shard_dirs": []}
+                                              for ds in datasets}
+    # shard directories first: cheap, and a missing manifest should fail before the pipeline runs
+    for ds in datasets:
+        for spec in ds.shard_dirs:
+            s, pairs, manifest = shard_dir_stats(os.path.expanduser(spec), args.scatter_sample)
+            stats[ds.name].merge(s)
+            lengths[ds.name].append(pairs)
+            info = extra_info[ds.name]
+            info["shard_dirs"].append(spec)
+            info["max_length"] = manifest.get("max_length")
+            counts = manifest.get("counts", {}) or {}
+            info["read"] += int(counts.get("read", s.count))
+            for reason, c in (counts.get("rejected_by_reason") or {}).items():
+                info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
+    configs = _configs(datasets, args)
+    if configs:
+        results = _run_beam([c for _, c in configs], args, extra or [])
+        for (i, _), res in zip(configs, results):
+            ds = datasets[i]
+            if res["unreadable"]:
+                raise AuditError(f"unreadable input: {res['unreadable'][0]}".splitlines()[0])
+            if res["stats"] is not None:
+                stats[ds.name].merge(LengthStats.from_dict(res["stats"]))
+            if res["lengths"]:
+                lengths[ds.name].append(np.asarray(res["lengths"], dtype=np.int64).reshape(-1, 2))
+            info = extra_info[ds.name]
+            info["read"] += res["read"]
+            for reason, c in res["rejects"].items():
+                info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + c
+    audits, notes = [], []
+    for ds in datasets:
+        s, info = stats[ds.name], extra_info[ds.name]
+        rejected = info["rejected_by_reason"]
+        if s.count == 0:
+            detail = (f"{info['read']:,} record(s) read, all rejected ({_reason_list(rejected)})" if info["read"]
+                      else "no records")
+            raise AuditError(f"dataset {ds.name!r} ({', '.join(ds.raw + ds.shard_dirs)}) is empty: {detail}")
+        if s.dataset_ratio is None:
+            raise AuditError(f"dataset {ds.name!r} has no output tokens: the dataset ratio is undefined")
+        d = s.to_dict()
+        d["read"] = info["read"]
+        d["max_length"] = info.get("max_length", args.max_length)
+        d["rejected"] = {"count": sum(rejected.values()), "by_reason": dict(sorted(rejected.items()))}
+        if rejected:
+            notes.append(f"{ds.name}: {sum(rejected.values()):,} of {info['read']:,} records rejected and not "
+                         f"counted ({_reason_list(rejected)})")
+        pairs = np.concatenate(lengths[ds.name]) if lengths[ds.name] else np.zeros((0, 2), dtype=np.int64)
+        if len(pairs) > args.scatter_sample:
+            pairs = pairs[np.random.default_rng(0).choice(len(pairs), args.scatter_sample, replace=False)]
+        audits.append(DatasetAudit(name=ds.name, stats=d, recommendation=recommend(s.dataset_ratio, s.count),
+                                   lengths=pairs, source=", ".join(ds.raw + ds.shard_dirs)))
+    return audits, notes

@@ -1,0 +1,98 @@
+"""``build_pipeline(p, config)``: the whole `prepare` graph from labelled composites.
+
+    ReadExamples ─► EncodeExamples ─┬─► rows ──────► WriteShards ─┐
+         │                          ├─► stats ─────► ComputeStats ├─► Summarize (_summary.json)
+         └─► CountRecords           └─► rejects ───► WriteRejects ┘
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator
+
+import apache_beam as beam
+
+from .config import PrepareConfig
+from .encode import EncodeExamples
+from .read import ReadExamples
+from .rejects import WriteRejects
+from .stats import ComputeStats, CountRecords, empty_stats
+from .write import WriteShards
+
+SUMMARY_FILE = "_summary.json"
+
+
+def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str, Any]:
+    """Gather the side branches' single results into one dict (the launcher turns it into the manifest)."""
+    out: dict[str, Any] = {"read": 0, "stats": None, "shards": [], "rejects": []}
+    for kind, value in items:
+        if kind == "read":
+            out["read"] += int(value)
+        elif kind == "stats":
+            out["stats"] = value
+        elif kind == "shard":
+            out["shards"].append(value)
+        elif kind == "rejects":
+            out["rejects"].append(value)
+    out["shards"].sort(key=lambda s: s["shard"])
+    out["rejects"].sort(key=lambda r: r["reason"])
+    if out["stats"] is None:
+        out["stats"] = empty_stats()
+    if len(out["shards"]) != num_shards:
+        raise RuntimeError(f"expected {num_shards} shards, the pipeline wrote {len(out['shards'])}")
+    return out
+
+
+class _WriteSummaryFn(beam.DoFn):
+    def __init__(self, config: PrepareConfig):
+        self.config = config
+
+    def process(self, element) -> Iterator[dict[str, Any]]:
+        _, items = element
+        summary = assemble_summary(list(items), self.config.num_shards)
+        tmp = os.path.join(self.config.work_dir, SUMMARY_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(summary, f, sort_keys=True)
+        os.replace(tmp, os.path.join(self.config.work_dir, SUMMARY_FILE))
+        yield summary
+
+
+class Summarize(beam.PTransform):
+    """``(kind, value)`` results of every branch → one summary dict, also written to ``_summary.json``.
+
+    Being the one sink that depends on every branch, it is also what a runner that computes only the last
+    stage of a graph must compute."""
+
+    def __init__(self, config: PrepareConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, tagged):
+        return (tagged
+                | "OneKey" >> beam.Map(lambda kv: (0, kv))
+                | "Gather" >> beam.GroupByKey()
+                | "Write" >> beam.ParDo(_WriteSummaryFn(self.config)))
+
+
+def _tag(kind: str):
+    return lambda value: (kind, value)
+
+
+def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PCollection]:
+    """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
+    records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes)
+    encoded = records | "EncodeExamples" >> EncodeExamples(config)
+    shards = encoded.rows | "WriteShards" >> WriteShards(config)
+    stats = encoded.stats | "ComputeStats" >> ComputeStats()
+    reject_files = encoded.rejects | "WriteRejects" >> WriteRejects(config.work_dir)
+    read_count = records | "CountRecords" >> CountRecords()
+    summary = ([shards | "TagShards" >> beam.Map(_tag("shard")),
+                stats | "TagStats" >> beam.Map(_tag("stats")),
+                reject_files | "TagRejects" >> beam.Map(_tag("rejects")),
+                read_count | "TagRead" >> beam.Map(_tag("read"))]
+               | "AllResults" >> beam.Flatten()
+               | "Summarize" >> Summarize(config))
+    return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": encoded.rejects,
+            "shards": shards, "stats": stats, "reject_files": reject_files, "read_count": read_count,
+            "summary": summary}

@@ -1,0 +1,239 @@
+"""Shards: rows → ``shards/part-XXXXX-of-YYYYY.arrow`` (Arrow IPC stream) or ``.parquet``.
+
+Deterministic and streaming in two steps:
+
+1. ``SpillRuns``: each worker buffers rows (``run_buffer_bytes``), assigns every row to shard
+   ``crc32(example_id) % num_shards`` and spills, per shard, a *run* sorted by ``example_id``
+   (``_runs/shard-XXXXX/<uuid>.arrow``). Only small run descriptors travel through the shuffle.
+2. ``MergeShard`` (one per shard, after a GroupByKey on the shard number): a k-way merge of the shard's runs
+   by ``example_id`` in chunks of ``merge_chunk_rows`` rows, so memory stays bounded by the number of runs
+   times one chunk, whatever the data size. Runs are deleted afterwards.
+
+So the shard files (and their sha256) depend only on the input and the settings, never on the runner, the
+bundling or the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+import zlib
+from typing import Any, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from .config import PrepareConfig
+
+LIST_COLUMNS = {"input_ids": pa.int32(), "labels": pa.int32(), "loss_weights": pa.float32(), "roles": pa.int8()}
+SCALAR_COLUMNS = {"example_id": pa.string(), "num_instruction_tokens": pa.int32(), "num_output_tokens": pa.int32(),
+                  "num_output_tokens_kept": pa.int32(), "truncated": pa.bool_()}
+COLUMN_ORDER = ("input_ids", "labels", "loss_weights", "roles", "example_id", "num_instruction_tokens",
+                "num_output_tokens", "num_output_tokens_kept", "truncated")
+SCHEMA = pa.schema([pa.field(c, pa.list_(LIST_COLUMNS[c]) if c in LIST_COLUMNS else SCALAR_COLUMNS[c])
+                    for c in COLUMN_ORDER])
+RUN_BATCH_ROWS = 1024
+RUNS_DIR = "_runs"
+
+
+def shard_of(example_id: str, num_shards: int) -> int:
+    return zlib.crc32(example_id.encode("utf-8")) % num_shards
+
+
+def shard_name(shard: int, num_shards: int, fmt: str) -> str:
+    return f"shards/part-{shard:05d}-of-{num_shards:05d}.{fmt}"
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows from ``EncodedExample.to_row`` → an Arrow table with :data:`SCHEMA` (no per-token Python work)."""
+    arrays = []
+    n = len(rows)
+    for name in COLUMN_ORDER:
+        if name in LIST_COLUMNS:
+            dtype = LIST_COLUMNS[name].to_pandas_dtype()
+            parts = [np.asarray(r[name], dtype=dtype) for r in rows]
+            offsets = np.zeros(n + 1, dtype=np.int32)
+            if n:
+                np.cumsum([len(p) for p in parts], out=offsets[1:])
+            values = np.concatenate(parts) if n else np.zeros(0, dtype=dtype)
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, LIST_COLUMNS[name])))
+        else:
+            arrays.append(pa.array([r[name] for r in rows], SCALAR_COLUMNS[name]))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def write_ipc_file(path: str, table: pa.Table) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+        writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
+
+
+class _SpillRunsFn(beam.DoFn):
+    def __init__(self, config: PrepareConfig):
+        self.config = config
+
+    def start_bundle(self) -> None:
+        self.buffers: dict[int, list[dict[str, Any]]] = {}
+        self.buffered = 0
+
+    def process(self, row: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+        shard = shard_of(row["example_id"], self.config.num_shards)
+        self.buffers.setdefault(shard, []).append(row)
+        self.buffered += 13 * len(row["input_ids"]) + 96
+        if self.buffered >= self.config.run_buffer_bytes:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for out in self._flush():
+            yield WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        buffers, self.buffers, self.buffered = self.buffers, {}, 0
+        for shard in sorted(buffers):
+            rows = sorted(buffers[shard], key=lambda r: r["example_id"])
+            rel = f"{RUNS_DIR}/shard-{shard:05d}/{uuid.uuid4().hex}.arrow"
+            write_ipc_file(os.path.join(self.config.work_dir, rel), rows_to_table(rows))
+            yield shard, {"path": rel, "num_rows": len(rows)}
+
+
+class _RunCursor:
+    """Reads rows ``[lo, hi)`` of a sorted run, moving forward only, holding a few record batches."""
+
+    def __init__(self, path: str):
+        self.file = pa.OSFile(path, "rb")
+        self.reader = pa.ipc.open_file(self.file)
+        self.batches: dict[int, pa.RecordBatch] = {}
+
+    def ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array([self.reader.get_batch(i).column(COLUMN_ORDER.index("example_id"))
+                                 for i in range(self.reader.num_record_batches)], pa.string())
+
+    def rows(self, lo: int, hi: int) -> pa.Table:
+        first, last = lo // RUN_BATCH_ROWS, (hi - 1) // RUN_BATCH_ROWS
+        for b in [b for b in self.batches if b < first]:
+            del self.batches[b]
+        for b in range(first, last + 1):
+            if b not in self.batches:
+                self.batches[b] = self.reader.get_batch(b)
+        table = pa.Table.from_batches([self.batches[b] for b in range(first, last + 1)], SCHEMA)
+        return table.slice(lo - first * RUN_BATCH_ROWS, hi - lo)
+
+    def close(self) -> None:
+        self.batches.clear()
+        self.file.close()
+
+
+class _ShardWriter:
+    def __init__(self, path: str, fmt: str, chunk_rows: int):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.fmt, self.chunk_rows, self.rows = fmt, chunk_rows, 0
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self.writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
+        else:
+            self.sink = pa.OSFile(path, "wb")
+            self.writer = pa.ipc.new_stream(self.sink, SCHEMA)
+
+    def write(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if self.fmt == "parquet":
+            self.writer.write_table(table, row_group_size=self.chunk_rows)
+        else:
+            self.writer.write_table(table, max_chunksize=self.chunk_rows)
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.fmt != "parquet":
+            self.sink.close()
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def merge_runs(run_paths: list[str], out_path: str, fmt: str, chunk_rows: int) -> int:
+    """k-way merge of runs (each sorted by example_id) into one shard, chunk by chunk. Returns the row count."""
+    cursors = [_RunCursor(p) for p in run_paths]
+    writer = _ShardWriter(out_path, fmt, chunk_rows)
+    try:
+        ids = [c.ids() for c in cursors]
+        sizes = np.array([len(a) for a in ids], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        total = int(starts[-1])
+        if total == 0:
+            writer.write(SCHEMA.empty_table())
+            return 0
+        all_ids = pa.chunked_array([chunk for a in ids for chunk in a.chunks], pa.string())
+        order = np.asarray(pc.sort_indices(all_ids)).astype(np.int64)
+        del all_ids, ids
+        # every run is sorted, so each run contributes one contiguous, increasing row range per chunk
+        next_row = np.zeros(len(cursors), dtype=np.int64)
+        for lo in range(0, total, chunk_rows):
+            chunk = order[lo:lo + chunk_rows]
+            run = np.searchsorted(starts, chunk, side="right") - 1
+            counts = np.bincount(run, minlength=len(cursors))
+            first_rows = next_row.copy()
+            block_start = np.zeros(len(cursors), dtype=np.int64)
+            pieces, pos = [], 0
+            for r in np.nonzero(counts)[0]:
+                pieces.append(cursors[r].rows(int(first_rows[r]), int(first_rows[r] + counts[r])))
+                block_start[r] = pos
+                pos += int(counts[r])
+            next_row += counts
+            table = pa.concat_tables(pieces)
+            # where each chunk element sits in `table`: its run's block + its offset inside that run's range
+            perm = block_start[run] + (chunk - starts[run] - first_rows[run])
+            writer.write(table.take(pa.array(perm)).combine_chunks())
+        return total
+    finally:
+        writer.close()
+        for c in cursors:
+            c.close()
+
+
+class _MergeShardFn(beam.DoFn):
+    def __init__(self, config: PrepareConfig):
+        self.config = config
+
+    def process(self, element) -> Iterator[dict[str, Any]]:
+        shard, runs = element
+        cfg = self.config
+        runs = sorted((r for r in runs if r), key=lambda r: r["path"])
+        rel = shard_name(shard, cfg.num_shards, cfg.format)
+        path = os.path.join(cfg.work_dir, rel)
+        num_rows = merge_runs([os.path.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
+                              cfg.merge_chunk_rows)
+        expected = sum(r["num_rows"] for r in runs)
+        if num_rows != expected:
+            raise RuntimeError(f"shard {shard}: merged {num_rows} rows, runs hold {expected}")
+        shutil.rmtree(os.path.join(cfg.work_dir, RUNS_DIR, f"shard-{shard:05d}"), ignore_errors=True)
+        yield {"shard": shard, "path": rel, "num_rows": num_rows, "sha256": file_sha256(path)}
+
+
+class WriteShards(beam.PTransform):
+    """``PCollection[row]`` → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard, even empty)."""
+
+    def __init__(self, config: PrepareConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, rows):
+        runs = rows | "SpillRuns" >> beam.ParDo(_SpillRunsFn(self.config))
+        every_shard = rows.pipeline | "ShardKeys" >> beam.Create(
+            [(s, None) for s in range(self.config.num_shards)], reshuffle=False)
+        return ((runs, every_shard)
+                | "AllShards" >> beam.Flatten()
+                | "GroupRuns" >> beam.GroupByKey()
+                | "MergeShard" >> beam.ParDo(_MergeShardFn(self.config)))

@@ -1,0 +1,384 @@
+"""`WeightedSFTTrainer`: TRL's `SFTTrainer` trained on per-token loss weights.
+
+How it hooks into TRL (1.16), with the smallest overrides:
+
+- ``_prepare_dataset``: for pre-tokenized datasets with a weight column, checks the weights, rebuilds ``labels``
+  from them (``input_ids`` where w > 0, else -100), truncates every token column together, and packs
+  ``input_ids``/``labels``/weights/roles with TRL's own ``pack_dataset`` (which packs any list column).
+- the collator is TRL's, subclassed (:class:`~trl_plugin.collator.WeightedDataCollator`), swapped in after
+  ``SFTTrainer.__init__`` built it (TRL refuses custom collators with padding-free).
+- ``_get_num_items_in_batch``: the normaliser (Σw, #w>0 or #sequences) over the whole accumulation window,
+  summed over processes, in place of TRL's token count.
+- ``compute_loss``: calls ``SFTTrainer.compute_loss`` unchanged, with a thin wrapper around the model that scales
+  the fused LM head's per-token ``log_probs`` by ``m_t`` (``m_t = w_t``, or ``w_t / W_seq`` for the ``sequence``
+  normaliser) and passes the window normaliser ``N`` as ``num_items_in_batch``; TRL's ``Σ -log_probs / num_items``
+  is then the weighted loss (bit-identical to TRL's for 0/1 weights), and TRL's own metrics (entropy, token accuracy, num_tokens) and its cross-process scaling run as is.
+  The logits are never materialised.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import fields
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from trl import SFTConfig, SFTTrainer
+from trl.data_utils import get_dataset_column_names, pack_dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from trl.trainer.utils import global_then_local_main_first
+
+from im_data.roles import INSTRUCTION_ROLES, OUTPUT_ROLES
+from im_data.tokenizer import tokenizer_fingerprint
+
+from .collator import WeightedDataCollator
+from .config import WeightedSFTConfig
+from .data import (
+    FloatWeightsWarning,
+    TokenizerMismatchError,
+    WeightsError,
+    check_tokenizer,
+    first_positive_weight,
+    has_fractional_weights,
+    is_prepared_dir,
+    load_prepared,
+    prepare_batch,
+    read_manifest,
+    stamped_fingerprint,
+)
+
+_INSTRUCTION_CODES = tuple(int(r) for r in INSTRUCTION_ROLES)
+_OUTPUT_CODES = tuple(int(r) for r in OUTPUT_ROLES)
+_SEGMENTS = {"instruction": _INSTRUCTION_CODES, "output": _OUTPUT_CODES}
+
+
+class _ScaledFusedForward:
+    """Calls the model; on fused-LM-head calls, hands the output to ``post`` (which rescales ``log_probs``)."""
+
+    def __init__(self, model, post):
+        self._model = model
+        self._post = post
+
+    def __call__(self, *args, **kwargs):
+        outputs = self._model(*args, **kwargs)
+        return self._post(outputs) if kwargs.get("fused_lm_head") else outputs
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def document_ids(batch: dict[str, Any], shape: torch.Size) -> tuple[torch.Tensor, int]:
+    """Per-position document index (flattened over the batch) and the number of documents.
+
+    Padding-free / packed batches mark document starts with ``position_ids == 0``; otherwise each row is one
+    document. Padding forms extra zero-weight documents, which the normalisers ignore.
+    """
+    rows, length = shape
+    device = batch["input_ids"].device
+    starts = torch.zeros(shape, dtype=torch.bool, device=device)
+    position_ids = batch.get("position_ids")
+    if position_ids is not None and "attention_mask" not in batch:
+        starts |= position_ids == 0
+    starts[:, 0] = True
+    doc = starts.flatten().cumsum(0) - 1
+    return doc.view(shape), int(doc[-1].item()) + 1 if doc.numel() else 0
+
+
+class WeightedSFTTrainer(SFTTrainer):
+    """[`trl.SFTTrainer`] that trains on a per-token loss-weight column (Instruction Modelling, WIT, ...).
+
+    Takes the same arguments as `SFTTrainer`; `args` is a [`WeightedSFTConfig`] (an `SFTConfig` is converted).
+    `train_dataset` / `eval_dataset` may also be paths to `im-data prepare` output directories: they are loaded
+    through their `manifest.json`, and the manifest's tokenizer fingerprint must match the trainer's tokenizer.
+
+    The dataset must be pre-tokenized (`input_ids`) and hold the weight column (`args.loss_weights_column`);
+    `labels` are rebuilt from the weights. With `loss_weights_column=None` the trainer is plain `SFTTrainer`.
+    """
+
+    _tag_names = ["trl", "sft", "im-data", "weighted-sft"]
+    _name = "WeightedSFT"
+    # The loss is normalised over the accumulation window by `compute_loss`; never divide it again
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model, args: SFTConfig | None = None, data_collator=None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = WeightedSFTConfig(f"{str(name).rstrip('/').split('/')[-1]}-WeightedSFT")
+        elif not isinstance(args, WeightedSFTConfig):
+            values = {f.name: getattr(args, f.name) for f in fields(args) if f.init}
+            args = WeightedSFTConfig(**values)
+        self._weighted = args.loss_weights_column is not None
+        if not self._weighted:
+            # plain SFTTrainer: labels only. Fractional weights, if present, are binarised: say so
+            self.loss_is_scaled_for_ga = None
+            for name, ds in _named_datasets(train_dataset, eval_dataset):
+                if isinstance(ds, (Dataset, IterableDataset)) and "loss_weights" in get_dataset_column_names(ds):
+                    if has_fractional_weights(ds, "loss_weights"):
+                        warnings.warn(
+                            f"the {name} dataset holds fractional `loss_weights`, but loss_weights_column is "
+                            "disabled: training reads `labels` only, so every token with weight > 0 weighs 1.",
+                            FloatWeightsWarning,
+                            stacklevel=2,
+                        )
+        else:
+            if kwargs.get("compute_loss_func") is not None:
+                raise ValueError("`compute_loss_func` cannot be combined with per-token loss weights")
+            if args.label_smoothing_factor > 0:
+                raise ValueError("label smoothing is not supported with per-token loss weights")
+            if args.loss_type != "nll":
+                raise ValueError(f"loss_type={args.loss_type!r} is not supported with per-token loss weights (nll)")
+
+        # Prepared directories given as paths: load them through the manifest (tokenizer checked below)
+        self._manifests: dict[str, dict] = {}
+        train_dataset = self._maybe_load_dir(train_dataset, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._maybe_load_dir(v, k) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = self._maybe_load_dir(eval_dataset, "eval")
+        self._stamps = {name: stamped_fingerprint(ds) for name, ds in _named_datasets(train_dataset, eval_dataset)}
+        if processing_class is not None:
+            self._check_fingerprints(processing_class)
+
+        self._segment_sums = {"train": None, "eval": None}
+        self._warned_no_roles = False
+        super().__init__(model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        if processing_class is None:
+            self._check_fingerprints(self.processing_class)
+
+        if self._weighted:
+            pc = getattr(self.accelerator, "parallelism_config", None)
+            if pc is not None and (getattr(pc, "sp_enabled", False) or getattr(pc, "cp_enabled", False)):
+                raise ValueError("per-token loss weights are not supported with sequence/context parallelism yet")
+            if type(self.data_collator) is DataCollatorForLanguageModeling:
+                base = self.data_collator
+                self.data_collator = WeightedDataCollator(
+                    **{f.name: getattr(base, f.name) for f in fields(base) if f.init},
+                    loss_weights_column=args.loss_weights_column,
+                    roles_column=args.roles_column if args.segment_metrics != "none" else None,
+                )
+
+    # -- datasets ------------------------------------------------------------------------------------------------
+    def _maybe_load_dir(self, dataset, name):
+        if isinstance(dataset, (str, os.PathLike)):
+            if not is_prepared_dir(dataset):
+                raise ValueError(f"{dataset} is not a prepared directory (no manifest.json)")
+            self._manifests[name] = read_manifest(dataset)
+            return load_prepared(dataset)
+        return dataset
+
+    def _check_fingerprints(self, processing_class):
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        for name, manifest in self._manifests.items():
+            check_tokenizer(manifest, tokenizer, where=f" of the {name} dataset")
+        actual = tokenizer_fingerprint(tokenizer)
+        for name, expected in self._stamps.items():
+            if expected and expected != actual and name not in self._manifests:
+                raise TokenizerMismatchError(
+                    f"the {name} dataset was prepared with a tokenizer of fingerprint {expected}, but the trainer's "
+                    f"tokenizer has fingerprint {actual}"
+                )
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if not self._weighted:
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        col = args.loss_weights_column
+        columns = get_dataset_column_names(dataset)
+        if "input_ids" not in columns:
+            raise WeightsError(
+                f"the {dataset_name} dataset is not tokenized (no `input_ids`): per-token weights need the "
+                "`im-data prepare` shards (input_ids, loss_weights, roles, ...)"
+            )
+        if col not in columns:
+            raise WeightsError(
+                f"the {dataset_name} dataset has no {col!r} column (columns: {sorted(columns)}). Prepare it with "
+                "`im-data prepare`, set --loss_weights_column, or use loss_weights_column=none to train on labels."
+            )
+        roles = args.roles_column if args.roles_column in columns else None
+        if roles is None and args.segment_metrics == "all":
+            raise WeightsError(f"segment_metrics='all' needs the {args.roles_column!r} column")
+        token_columns = [col] + ([roles] if roles else [])
+        if formatting_func is not None:
+            warnings.warn("formatting_func is ignored: the dataset is already tokenized", stacklevel=2)
+
+        sl = None
+        if args.max_length is not None and not packing:
+            if args.truncation_mode == "keep_start":
+                sl = slice(None, args.max_length)
+            elif args.truncation_mode == "keep_end":
+                sl = slice(-args.max_length, None)
+            else:
+                raise ValueError(f"Unsupported truncation mode: {args.truncation_mode}")
+        map_kwargs: dict[str, Any] = {}
+        if isinstance(dataset, Dataset):
+            map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Checking weights of {dataset_name} dataset"}
+        keep = ["input_ids", "labels", *token_columns, *(["seq_lengths"] if "seq_lengths" in columns else [])]
+        with global_then_local_main_first():
+            dataset = dataset.with_format("arrow").map(
+                prepare_batch, batched=True,
+                fn_kwargs={"weights_column": col, "token_columns": token_columns, "sl": sl}, **map_kwargs,
+            ).with_format(None)
+            if sl is not None:  # like TRL: drop examples that truncation left without a trainable token
+                if isinstance(dataset, Dataset):
+                    map_kwargs["desc"] = f"Dropping fully masked examples from {dataset_name} dataset"
+                dataset = dataset.filter(lambda ex: any(w > 0 for w in ex[col]), **map_kwargs)
+            if not first_positive_weight(dataset, col):
+                raise WeightsError(
+                    f"every loss weight of the {dataset_name} dataset is 0 (after truncation to max_length="
+                    f"{args.max_length}): nothing would be trained. Check the weight policy of `im-data prepare`."
+                )
+            if packing:
+                if args.max_length is None:
+                    raise ValueError("When packing is enabled, `max_length` can't be `None`.")
+                if isinstance(dataset, Dataset):
+                    map_kwargs["desc"] = f"Packing {dataset_name} dataset"
+                dataset = dataset.select_columns(["input_ids", "labels", *token_columns])
+                if args.shuffle_dataset:
+                    dataset = dataset.shuffle(seed=args.seed)
+                # TRL's packer packs every list column alike; weights and roles follow their tokens
+                dataset = pack_dataset(dataset, args.max_length, args.packing_strategy, map_kwargs)
+            else:
+                dataset = dataset.select_columns([c for c in keep if c in get_dataset_column_names(dataset)])
+        if args.shuffle_dataset:
+            dataset = dataset.shuffle(seed=args.seed)
+        return dataset
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self._weighted:
+            extra = [self.args.loss_weights_column, self.args.roles_column]
+            self._signature_columns = list(dict.fromkeys([*self._signature_columns, *extra]))
+
+    # -- normaliser ----------------------------------------------------------------------------------------------
+    def _token_multipliers(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m, denominator contribution) for one micro-batch; m is aligned with ``labels[:, 1:]``."""
+        weights = batch["loss_weights"]
+        target_w = weights[:, 1:]
+        mode = self.args.loss_normalization
+        if mode == "weight":
+            return target_w, target_w.sum(dtype=torch.float32)
+        if mode == "tokens":
+            return target_w, (target_w > 0).sum().to(torch.float32)
+        doc, n_docs = document_ids(batch, weights.shape)
+        doc = doc[:, 1:]
+        mass = torch.zeros(n_docs, dtype=torch.float32, device=weights.device).index_add_(
+            0, doc.flatten(), target_w.flatten().float()
+        )
+        per_token_mass = mass[doc]
+        m = torch.where(per_token_mass > 0, target_w / per_token_mass.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
+        return m, (mass > 0).sum().to(torch.float32)
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        if not self._weighted:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        if not batch_samples:
+            return None
+        total = sum(self._token_multipliers(batch)[1].to(device) for batch in batch_samples)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total.reshape(1)).sum()
+        # like Trainer: ranks that share a batch (TP/CP/SP) must not count it twice
+        return total / (self.get_tp_size() * self.get_cp_size() * self.get_sp_size())
+
+    # -- loss ----------------------------------------------------------------------------------------------------
+    def _segments_on(self, mode: str) -> bool:
+        setting = self.args.segment_metrics
+        return setting == "all" or (setting == "eval" and mode == "eval")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._weighted:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        if "loss_weights" not in inputs:
+            raise WeightsError("the batch has no `loss_weights`: use WeightedDataCollator (the default collator)")
+        roles = inputs.pop("roles", None)
+        multipliers, local_norm = self._token_multipliers(inputs)
+        inputs.pop("loss_weights")
+        if num_items_in_batch is None:
+            # evaluation: this micro-batch is the window. TRL multiplies by the number of processes when
+            # `average_tokens_across_devices` (the window then counts every rank); undo that for a local mean
+            norm = local_norm
+            if self.args.average_tokens_across_devices:
+                norm = norm * (self.accelerator.num_processes // self.get_tp_size())
+        else:
+            norm = torch.as_tensor(num_items_in_batch, device=multipliers.device, dtype=torch.float32)
+        # TRL computes Σ(-log_probs) / num_items, clamping num_items to >= 1. Pass the normaliser itself (so 0/1
+        # weights reproduce TRL bit for bit); a normaliser below 1 (tiny fractional weights) is folded into the
+        # multipliers instead: s = min(norm, 1), Σ(m/s · nll) / (norm/s).
+        norm = norm.clamp(min=torch.finfo(torch.float32).tiny)
+        s = norm.clamp(max=1.0)
+        scale, num_items = multipliers / s, norm / s
+
+        labels = inputs["labels"]
+        trained = labels[:, 1:] != -100
+        segments = self._segments_on(mode)
+        if segments and roles is None and not self._warned_no_roles:
+            warnings.warn("segment metrics need the `roles` column; not logging loss_instruction/loss_output",
+                          stacklevel=2)
+            self._warned_no_roles = True
+        segments = segments and roles is not None
+        if segments:
+            # score every instruction/output token, trained or not (IT leaves instruction tokens at -100)
+            scored = (roles[:, 1:] >= min(_INSTRUCTION_CODES + _OUTPUT_CODES)) & (
+                roles[:, 1:] <= max(_INSTRUCTION_CODES + _OUTPUT_CODES))
+            full = labels.clone()
+            full[:, 1:] = torch.where(scored, inputs["input_ids"][:, 1:], labels[:, 1:])
+            inputs["labels"] = full
+
+        def post(outputs):
+            log_probs = outputs.log_probs
+            if segments:
+                self._accumulate_segments(mode, log_probs.detach(), roles[:, 1:])
+                outputs.label_mask = trained
+                if outputs.entropy is not None:
+                    outputs.entropy = outputs.entropy.masked_fill(~trained, 0.0)
+                if outputs.is_top1 is not None:
+                    outputs.is_top1 = outputs.is_top1 & trained
+            outputs.log_probs = log_probs * scale.to(log_probs.dtype)
+            return outputs
+
+        try:
+            return super().compute_loss(_ScaledFusedForward(model, post), inputs, return_outputs,
+                                        num_items_in_batch=num_items)
+        finally:
+            inputs["labels"] = labels
+
+    # -- segment metrics -----------------------------------------------------------------------------------------
+    def _accumulate_segments(self, mode: str, log_probs: torch.Tensor, roles: torch.Tensor) -> None:
+        """Add Σnll and counts per segment to device-side accumulators (no host sync per step)."""
+        nll = -log_probs.float()
+        values = []
+        for codes in _SEGMENTS.values():
+            mask = roles == codes[0]
+            for code in codes[1:]:
+                mask |= roles == code
+            values += [(nll * mask).sum(), mask.sum().float()]
+        step = torch.stack(values)
+        acc = self._segment_sums[mode]
+        self._segment_sums[mode] = step if acc is None else acc + step
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        acc = self._segment_sums.get(mode)
+        if self._weighted and acc is not None:
+            totals = self.accelerator.reduce(acc, reduction="sum") if self.accelerator.num_processes > 1 else acc
+            totals = totals.tolist()
+            prefix = "eval_" if mode == "eval" else ""
+            for i, name in enumerate(_SEGMENTS):
+                total, count = totals[2 * i], totals[2 * i + 1]
+                if count > 0:
+                    logs[f"{prefix}loss_{name}"] = total / count
+            self._segment_sums[mode] = None
+        super().log(logs, start_time)
+
+
+def _named_datasets(train_dataset, eval_dataset):
+    if train_dataset is not None:
+        yield "train", train_dataset
+    if isinstance(eval_dataset, dict):
+        yield from eval_dataset.items()
+    elif eval_dataset is not None:
+        yield "eval", eval_dataset
