@@ -10,8 +10,9 @@ or the test fixture's toy shards when the pipeline is not importable), same batc
 Time: the three trainers are built once in one process and trained in short interleaved runs (stock, weighted,
 weighted+seg, stock, ...), ``--repeats`` runs of ``--warmup + --steps`` steps each; the table gives the median and the
 minimum step time over all timed steps (the minimum is the least disturbed by other load on the machine). Memory:
-each configuration trains once more in a fresh subprocess; on CUDA the growth of `torch.cuda.max_memory_allocated`
-during `train()`, on CPU the growth of the peak RSS (VmHWM, reset through /proc/self/clear_refs) during `train()`.
+one more optimizer step per (warmed-up) trainer: on CUDA the growth of `torch.cuda.max_memory_allocated`, on CPU the
+peak of live tensor bytes tracked by `torch.distributed._tools.mem_tracker.MemTracker` (CPU RSS is too noisy to
+resolve 2%).
 
     python benchmarks/train_overhead.py                       # defaults below
     python benchmarks/train_overhead.py --hidden 64 --layers 2 --steps 30 --batch 8 --packing
@@ -103,39 +104,36 @@ def build(config: str, data: Path, opts, out_dir: str):
     return trainer, timer
 
 
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
+def measure_memory(trainers: dict, opts) -> dict[str, int]:
+    """Peak tensor memory of one optimizer step (forward, backward, optimizer) of each warmed-up trainer.
 
-
-def measure_memory(config: str, data: Path, opts) -> dict:
-    """Peak memory of one `train()` in this (fresh) process."""
+    CUDA: growth of `torch.cuda.max_memory_allocated`. CPU: PyTorch keeps no CPU allocator statistics, so the peak of
+    live tensor bytes is tracked with `torch.distributed._tools.mem_tracker.MemTracker` (exact and deterministic,
+    unlike RSS)."""
     import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer, _ = build(config, data, opts, tmp)
+    peaks = {}
+    for config, (trainer, _) in trainers.items():
+        trainer.args.max_steps = opts.accum and 1
         cuda = torch.cuda.is_available() and opts.device != "cpu"
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
+            trainer.train()
+            peaks[config] = torch.cuda.max_memory_allocated() - base
         else:
-            import gc
+            from torch.distributed._tools.mem_tracker import MemTracker
 
-            gc.collect()
-            with open("/proc/self/clear_refs", "w") as fh:  # reset this process's peak RSS (VmHWM)
-                fh.write("5")
-            base = _proc_status("VmRSS")
-        trainer.train()
-        peak = torch.cuda.max_memory_allocated() - base if cuda else _proc_status("VmHWM") - base
-    return {"peak_bytes": peak, "memory_kind": "CUDA max_memory_allocated growth during train()" if cuda
-            else "peak RSS (VmHWM, reset before train) growth during train()"}
+            tracker = MemTracker()
+            with tracker:
+                trainer.train()
+            snapshot = tracker.get_tracker_snapshot("peak")
+            peaks[config] = int(sum(v.get("Total", 0) for v in snapshot.values()))
+    return peaks
 
 
-def time_steps(opts, data: Path) -> dict[str, list[float]]:
+def time_steps(opts, data: Path):
     """Step times of the three configurations, interleaved in short `train()` runs (fair under noisy load)."""
     trainers = {}
     tmp = tempfile.mkdtemp()
@@ -148,7 +146,7 @@ def time_steps(opts, data: Path) -> dict[str, list[float]]:
             timer.times.clear()
             trainer.train()
             times[config] += timer.times[opts.warmup:]
-    return times
+    return times, trainers
 
 
 def main(argv=None) -> None:
@@ -165,26 +163,16 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     parser.add_argument("--data", type=Path, default=None, help="a prepared directory (default: prepare one)")
-    parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
 
     if opts.threads:
         import torch
 
         torch.set_num_threads(opts.threads)
-    if opts._child:  # memory measurement: one configuration in a fresh process
-        print(json.dumps(measure_memory(opts._child, opts.data, opts)))
-        return
-
     with tempfile.TemporaryDirectory() as tmp:
         data = opts.data or prepare_data(Path(tmp))
-        times = time_steps(opts, data)
-        memory = {}
-        child_argv = [a for a in (argv if argv is not None else sys.argv[1:])]
-        for config in CONFIGS:
-            proc = subprocess.run([sys.executable, __file__, *child_argv, "--data", str(data), "--_child", config],
-                                  capture_output=True, text=True, check=True)
-            memory[config] = json.loads(proc.stdout.strip().splitlines()[-1])
+        times, trainers = time_steps(opts, data)
+        memory = measure_memory(trainers, opts)
 
     import torch
 
@@ -194,13 +182,15 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model hidden={opts.hidden} "
           f"layers={opts.layers}, batch={opts.batch}x{opts.accum}, packing={opts.packing}, "
           f"{opts.steps} timed steps (+{opts.warmup} warmup) x {opts.repeats} interleaved runs per config")
-    print(f"memory: {memory['stock']['memory_kind']}")
+    kind = ("CUDA max_memory_allocated growth" if torch.cuda.is_available() and opts.device != "cpu"
+            else "peak live CPU tensor bytes (MemTracker)")
+    print(f"memory: {kind}, one optimizer step after warm-up")
     print(f"{'config':<14}{'median ms':>10}{'x stock':>9}{'min ms':>9}{'x stock':>9}{'peak MiB':>10}{'x stock':>9}")
     for c in CONFIGS:
-        mem = memory[c]["peak_bytes"] / 2**20
+        mem = memory[c] / 2**20
         print(f"{c:<14}{step[c] * 1e3:>10.2f}{step[c] / step['stock']:>9.3f}{best[c] * 1e3:>9.2f}"
               f"{best[c] / best['stock']:>9.3f}{mem:>10.1f}"
-              f"{memory[c]['peak_bytes'] / max(memory['stock']['peak_bytes'], 1):>9.3f}")
+              f"{memory[c] / max(memory['stock'], 1):>9.4f}")
 
 
 if __name__ == "__main__":

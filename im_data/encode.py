@@ -18,7 +18,9 @@ per-record path (:meth:`Encoder.encode`) is the same code on a batch of one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, Sequence
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -84,6 +86,15 @@ class EncodedExample:
         }
 
 
+@dataclasses.dataclass
+class PreparedBatch:
+    """Stage-1 output: per-record results so far (errors), and the rendered conversations to tokenize."""
+
+    results: list  # EncodedExample | RecordError | None per input record
+    index: list[int]  # input position of each rendered conversation
+    convs: list[RenderedConversation]
+
+
 def special_tokens_for_render(tokenizer: Any) -> dict[str, Any]:
     """The variables transformers passes to chat templates (``bos_token``, ``eos_token``, ...)."""
     mapping = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
@@ -118,12 +129,7 @@ class Encoder:
         self.keep_text = keep_text
         self._special_tokens = special_tokens_for_render(tokenizer)
         self._empty_render = render_empty(self.template, self._special_tokens)
-        # a private copy of the Rust tokenizer, so padding/truncation state set elsewhere cannot leak in
-        from tokenizers import Tokenizer
-
-        self._backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        self._backend.no_truncation()
-        self._backend.no_padding()
+        self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
                                         max(specials, default=0) + 1), dtype=bool)
@@ -144,24 +150,117 @@ class Encoder:
 
     def encode_batch(self, records: Sequence[Mapping[str, Any]]) -> list[EncodedExample | RecordError]:
         """Encode many records; each result is an :class:`EncodedExample` or the :class:`RecordError` for it."""
+        prepared = self.prepare(records)
+        return self.complete(prepared, self.tokenize(prepared))
+
+    def encode_batches(self, batches: Iterable[Sequence[Mapping[str, Any]]]
+                       ) -> Iterator[list[EncodedExample | RecordError]]:
+        """Like ``map(encode_batch, batches)``, but batch k+1 is tokenized (Rust, without the GIL) on a helper
+        thread while batch k is completed in Python. Results are identical and in order."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="im-data-tokenize") as pool:
+            pending = None
+            for batch in batches:
+                prepared = self.prepare(batch)
+                future = pool.submit(self.tokenize, prepared)
+                if pending is not None:
+                    yield self.complete(pending[0], pending[1].result())
+                pending = (prepared, future)
+            if pending is not None:
+                yield self.complete(pending[0], pending[1].result())
+
+    # -- the three stages of encode_batch -----------------------------------------------------
+    def prepare(self, records: Sequence[Mapping[str, Any]]) -> "PreparedBatch":
+        """Stage 1 (Python): validate, normalise and render each record, and find its spans."""
         results: list[EncodedExample | RecordError | None] = [None] * len(records)
-        rendered: list[tuple[int, RenderedConversation]] = []
+        index, convs = [], []
         for i, record in enumerate(records):
             try:
                 messages = normalize_record(record, self.format_options)
-                rendered.append((i, find_spans(self.template, messages, self._special_tokens, self._empty_render)))
+                convs.append(find_spans(self.template, messages, self._special_tokens, self._empty_render))
+                index.append(i)
             except RecordError as exc:
                 results[i] = exc
-        if rendered:
-            encodings = self._backend.encode_batch([r.text for _, r in rendered], add_special_tokens=False)
-            ids_list = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
-            offsets_list = [np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in encodings]
-            roles_list = self._map_roles([r for _, r in rendered], offsets_list, ids_list)
-            for (i, conv), ids, offsets, roles in zip(rendered, ids_list, offsets_list, roles_list):
-                try:
-                    results[i] = self._finish(conv, ids, offsets, roles)
-                except RecordError as exc:
-                    results[i] = exc
+        return PreparedBatch(results, index, convs)
+
+    def tokenize(self, prepared: "PreparedBatch") -> list[Any]:
+        """Stage 2 (Rust): one batch call of the fast tokenizer, with offsets. Releases the GIL."""
+        if not prepared.convs:
+            return []
+        return self._rust().encode_batch([c.text for c in prepared.convs], add_special_tokens=False)
+
+    def complete(self, prepared: "PreparedBatch", encodings: Sequence[Any]) -> list[EncodedExample | RecordError]:
+        """Stage 3 (numpy over the whole batch): roles, checks, truncation, weights and statistics."""
+        results = prepared.results
+        convs = prepared.convs
+        if not convs:
+            return results  # type: ignore[return-value]
+        k = len(convs)
+        counts = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=k)
+        total = int(counts.sum())
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+        offsets = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings)),
+                              dtype=np.int64, count=2 * total).reshape(-1, 2)
+        roles = self._map_roles(convs, offsets, counts, ids)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        seg = np.repeat(np.arange(k), counts)
+        errors: dict[int, RecordError] = {}
+
+        if not self.allow_special_tokens:
+            bad = np.flatnonzero((roles >= Role.SYSTEM) & (roles <= Role.ASSISTANT) & self._is_special[ids])
+            for t in bad[np.unique(seg[bad], return_index=True)[1]].tolist():
+                r, local = int(seg[t]), t - int(starts[seg[t]])
+                s0, e0 = offsets[t]
+                errors[r] = RecordError("special_token_in_content",
+                                        f"{Role(int(roles[t])).label} content contains the special token "
+                                        f"{convs[r].text[s0:e0]!r} (id {int(ids[t])}, token {local}); "
+                                        "pass allow_special_tokens to accept it")
+        full_counts = np.bincount(seg * NUM_ROLES + roles, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
+        n_instr = full_counts[:, INSTRUCTION_MASK].sum(axis=1)
+        n_out = full_counts[:, Role.ASSISTANT]
+        n_tmpl = full_counts[:, Role.TEMPLATE] + full_counts[:, Role.ASSISTANT_END]
+
+        keep_len = counts.copy()
+        if self.max_length is not None:
+            too_long = counts > self.max_length
+            if self.truncation == "drop":
+                for r in np.flatnonzero(too_long).tolist():
+                    errors.setdefault(r, RecordError("too_long", f"{int(counts[r])} tokens > max_length "
+                                                                 f"{self.max_length} (truncation=drop)"))
+            keep_len = np.minimum(counts, self.max_length)
+        position = np.arange(total) - np.repeat(starts, counts)
+        keep = position < np.repeat(keep_len, counts)
+
+        weights = self._weights[roles]
+        if self.policy.last_assistant_only:
+            last_start = np.fromiter((c.last_assistant_start for c in convs), dtype=np.int64, count=k)
+            early = (offsets[:, 1] <= np.repeat(last_start, counts)) & (roles >= Role.ASSISTANT)
+            weights[early] = 0
+        kept_seg_role = seg[keep] * NUM_ROLES + roles[keep]
+        kept_counts = np.bincount(kept_seg_role, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
+        mass = np.bincount(kept_seg_role, weights=weights[keep], minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
+        truncated = keep_len < counts
+        for r in np.flatnonzero(truncated & (kept_counts[:, Role.ASSISTANT] == 0)).tolist():
+            errors.setdefault(r, RecordError("too_long", f"truncation to max_length {self.max_length} cut the "
+                                                         "output to nothing"))
+        trainable = np.bincount(seg[keep], weights=weights[keep] > 0, minlength=k)
+        for r in np.flatnonzero(trainable == 0).tolist():
+            errors.setdefault(r, RecordError("no_trainable_tokens", "no token has a positive weight under "
+                                                                    f"policy {self.policy.name!r}"))
+
+        ends = starts + keep_len
+        for r, (i, conv) in enumerate(zip(prepared.index, convs)):
+            if r in errors:
+                results[i] = errors[r]
+                continue
+            lo, hi = int(starts[r]), int(ends[r])
+            results[i] = EncodedExample(
+                input_ids=ids[lo:hi], roles=roles[lo:hi], loss_weights=weights[lo:hi],
+                num_instruction_tokens=int(n_instr[r]), num_output_tokens=int(n_out[r]),
+                num_template_tokens=int(n_tmpl[r]), num_output_tokens_kept=int(kept_counts[r, Role.ASSISTANT]),
+                truncated=bool(truncated[r]), role_token_counts=kept_counts[r].astype(np.int64),
+                weight_mass=mass[r],
+                text=conv.text if self.keep_text else "",
+                offsets=offsets[lo:hi].astype(np.int32) if self.keep_text else None)
         return results  # type: ignore[return-value]
 
     def metadata(self) -> dict[str, Any]:
@@ -179,9 +278,24 @@ class Encoder:
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def _map_roles(self, convs: Sequence[RenderedConversation], offsets_list: Sequence[np.ndarray],
-                   ids_list: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Character spans → token roles for the whole batch at once (numpy, no per-token Python)."""
+    def _rust(self):
+        """The Rust tokenizer, or a private copy of it if padding/truncation were switched on elsewhere
+        (``tokenizer(..., truncation=True)`` leaves that state on the shared object)."""
+        backend = self._backend
+        if backend.truncation is not None or backend.padding is not None:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(backend.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+            self._backend = backend
+        return backend
+
+    def _map_roles(self, convs: Sequence[RenderedConversation], offsets: np.ndarray, counts: np.ndarray,
+                   ids: np.ndarray) -> np.ndarray:
+        """Character spans → token roles for the whole batch at once (numpy, no per-token Python).
+
+        ``offsets`` [total, 2] and ``ids`` [total] are the batch's tokens concatenated, ``counts`` per record."""
         lengths = np.fromiter((len(c.text) + 1 for c in convs), dtype=np.int64, count=len(convs))
         char_base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         key = np.zeros(int(lengths.sum()), dtype=np.int16)  # +1 sentinel char per record keeps indices in range
@@ -194,62 +308,21 @@ class Encoder:
                 region[base + start: base + end] = n_regions
             for start, end, role in conv.content_spans:
                 key[base + start: base + end] = _CONTENT + ROLE_CODES[role]
-        counts = np.fromiter((len(o) for o in offsets_list), dtype=np.int64, count=len(offsets_list))
-        if counts.sum() == 0:
-            return [np.zeros(0, dtype=np.int8) for _ in convs]
-        offsets = np.concatenate(offsets_list).astype(np.int64) + np.repeat(char_base, counts)[:, None]
-        bounds = offsets.reshape(-1)  # s0, e0, s1, e1, ... ; reduceat over [s_i, e_i)
-        token_key = np.maximum.reduceat(key, bounds)[::2]
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int8)
+        global_offsets = offsets + np.repeat(char_base, counts)[:, None]
+        token_key = np.maximum.reduceat(key, global_offsets.reshape(-1))[::2]  # max over [s_i, e_i)
         roles = np.where(token_key >= _CONTENT, token_key - _CONTENT,
                          np.where(token_key >= _AFTER, int(Role.ASSISTANT_END), int(Role.TEMPLATE))).astype(np.int8)
         # assistant_end stops at (and includes) the first special token of each region; the rest is template
         cand = np.flatnonzero(roles == Role.ASSISTANT_END)
         if cand.size:
-            ids = np.concatenate(ids_list)
-            reg = region[offsets[cand, 0]]
+            reg = region[global_offsets[cand, 0]]
             is_sp = self._is_special[ids[cand]]
             first_special = np.full(n_regions + 1, np.iinfo(np.int64).max, dtype=np.int64)
             np.minimum.at(first_special, reg[is_sp], cand[is_sp])
             roles[cand[cand > first_special[reg]]] = Role.TEMPLATE
-        return np.split(roles, np.cumsum(counts)[:-1])
-
-    def _finish(self, conv: RenderedConversation, ids: np.ndarray, offsets: np.ndarray,
-                roles: np.ndarray) -> EncodedExample:
-        if not self.allow_special_tokens:
-            bad = np.flatnonzero((roles >= Role.SYSTEM) & (roles <= Role.ASSISTANT) & self._is_special[ids])
-            if bad.size:
-                t = int(bad[0])
-                raise RecordError("special_token_in_content",
-                                  f"{Role(int(roles[t])).label} content contains the special token "
-                                  f"{conv.text[offsets[t, 0]:offsets[t, 1]]!r} (id {int(ids[t])}); "
-                                  "pass allow_special_tokens to accept it")
-        full_counts = np.bincount(roles, minlength=NUM_ROLES)
-        n_instr = int(full_counts[INSTRUCTION_MASK].sum())
-        n_out = int(full_counts[Role.ASSISTANT])
-        n_tmpl = int(full_counts[Role.TEMPLATE] + full_counts[Role.ASSISTANT_END])
-        truncated = False
-        if self.max_length is not None and len(ids) > self.max_length:
-            if self.truncation == "drop":
-                raise RecordError("too_long", f"{len(ids)} tokens > max_length {self.max_length} (truncation=drop)")
-            truncated = True
-            ids, roles, offsets = ids[: self.max_length], roles[: self.max_length], offsets[: self.max_length]
-        weights = self._weights[roles]
-        if self.policy.last_assistant_only:
-            early = (offsets[:, 1] <= conv.last_assistant_start) & (roles >= Role.ASSISTANT)
-            weights = np.where(early, np.float32(0), weights)
-        counts = np.bincount(roles, minlength=NUM_ROLES)
-        kept = int(counts[Role.ASSISTANT])
-        if truncated and kept == 0:
-            raise RecordError("too_long", f"truncation to max_length {self.max_length} cut the output to nothing")
-        if not (weights > 0).any():
-            raise RecordError("no_trainable_tokens", f"no token has a positive weight under policy "
-                                                     f"{self.policy.name!r}")
-        return EncodedExample(
-            input_ids=ids, roles=roles, loss_weights=weights.astype(np.float32, copy=False),
-            num_instruction_tokens=n_instr, num_output_tokens=n_out, num_template_tokens=n_tmpl,
-            num_output_tokens_kept=kept, truncated=truncated, role_token_counts=counts.astype(np.int64),
-            weight_mass=np.bincount(roles, weights=weights, minlength=NUM_ROLES),
-            text=conv.text if self.keep_text else "", offsets=offsets if self.keep_text else None)
+        return roles
 
     def tokens(self, ids: Iterable[int]) -> list[str]:
         """Decoded text of each token id (for display)."""

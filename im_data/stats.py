@@ -5,8 +5,8 @@ The **dataset ratio** is the paper's: mean instruction length / mean output leng
 content tokens of ``system``/``user``/``tool`` messages; output tokens are ``assistant`` content tokens, both
 counted before truncation.
 
-Everything merges exactly (integer sums, fixed histogram bins, weight mass as exact fractions), so the result
-is the same whatever the runner, bundle sizes or merge order.
+Everything merges exactly (integer sums, fixed histogram bins, weight mass in integer units of 2**-64), so the
+result is the same whatever the runner, bundle sizes or merge order.
 
 >>> a, b = LengthStats(), LengthStats()
 >>> a.add({"num_instruction_tokens": 30, "num_output_tokens": 10, "num_template_tokens": 5})
@@ -31,6 +31,7 @@ RATIO_EDGES = np.logspace(-3, 3, 61)
 #: token-length histograms (for medians): 20 bins per decade from 1 to 1e6 tokens, plus underflow (0)/overflow
 LENGTH_EDGES = np.logspace(0, 6, 121)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+MASS_SCALE = 2.0 ** 64  # weight mass is summed exactly as integers in units of 2**-64
 _FIELDS = ("instruction", "output", "template")
 
 
@@ -69,7 +70,7 @@ class LengthStats:
         self.mins: dict[str, int | None] = {f: None for f in _FIELDS}
         self.maxs: dict[str, int | None] = {f: None for f in _FIELDS}
         self.role_tokens = [0] * NUM_ROLES
-        self.weight_mass = [Fraction(0)] * NUM_ROLES
+        self.weight_mass_units = [0] * NUM_ROLES
         self.ratio_hist = [0] * (len(RATIO_EDGES) + 1)
         self.length_hist = {f: [0] * (len(LENGTH_EDGES) + 1) for f in ("instruction", "output")}
         self.ratio_min: Fraction | None = None
@@ -77,32 +78,65 @@ class LengthStats:
 
     # -- accumulate ---------------------------------------------------------------------------
     def add(self, summary: Mapping[str, Any]) -> None:
-        """Add one example's :meth:`EncodedExample.summary` (or an object with the same attributes)."""
-        get = summary.get if isinstance(summary, Mapping) else (lambda k, d=None: getattr(summary, k, d))
-        values = {"instruction": int(get("num_instruction_tokens")), "output": int(get("num_output_tokens")),
-                  "template": int(get("num_template_tokens", 0) or 0)}
-        self.count += 1
-        self.truncated += bool(get("truncated", False))
+        """Add one example's :meth:`EncodedExample.summary` (a dict)."""
+        self.add_arrays(
+            num_instruction_tokens=[summary["num_instruction_tokens"]],
+            num_output_tokens=[summary["num_output_tokens"]],
+            num_template_tokens=[summary.get("num_template_tokens", 0) or 0],
+            truncated=[bool(summary.get("truncated", False))],
+            role_token_counts=None if summary.get("role_token_counts") is None else [summary["role_token_counts"]],
+            weight_mass=None if summary.get("weight_mass") is None else [summary["weight_mass"]])
+
+    def add_examples(self, examples) -> None:
+        """Add many :class:`~im_data.encode.EncodedExample` s at once (vectorised)."""
+        if not examples:
+            return
+        self.add_arrays(
+            num_instruction_tokens=[e.num_instruction_tokens for e in examples],
+            num_output_tokens=[e.num_output_tokens for e in examples],
+            num_template_tokens=[e.num_template_tokens for e in examples],
+            truncated=[e.truncated for e in examples],
+            role_token_counts=np.stack([e.role_token_counts for e in examples]),
+            weight_mass=np.stack([e.weight_mass for e in examples]))
+
+    def add_arrays(self, *, num_instruction_tokens, num_output_tokens, num_template_tokens, truncated,
+                   role_token_counts=None, weight_mass=None) -> None:
+        """Add k examples given as aligned arrays (``role_token_counts``/``weight_mass``: shape [k, 6])."""
+        values = {"instruction": np.asarray(num_instruction_tokens, dtype=np.int64),
+                  "output": np.asarray(num_output_tokens, dtype=np.int64),
+                  "template": np.asarray(num_template_tokens, dtype=np.int64)}
+        k = int(values["instruction"].shape[0])
+        if k == 0:
+            return
+        self.count += k
+        self.truncated += int(np.count_nonzero(np.asarray(truncated, dtype=bool)))
         for f, v in values.items():
-            self.sums[f] += v
-            self.mins[f] = v if self.mins[f] is None else min(self.mins[f], v)
-            self.maxs[f] = v if self.maxs[f] is None else max(self.maxs[f], v)
+            self.sums[f] += int(v.sum())
+            lo, hi = int(v.min()), int(v.max())
+            self.mins[f] = lo if self.mins[f] is None else min(self.mins[f], lo)
+            self.maxs[f] = hi if self.maxs[f] is None else max(self.maxs[f], hi)
         for f in ("instruction", "output"):
-            self.length_hist[f][_bin(LENGTH_EDGES, values[f])] += 1
-        counts = get("role_token_counts")
-        if counts is not None:
-            for r, c in enumerate(counts):
-                self.role_tokens[r] += int(c)
-        mass = get("weight_mass")
-        if mass is not None:
-            for r, m in enumerate(mass):
-                if m:
-                    self.weight_mass[r] += Fraction(float(m))
-        if values["output"] > 0:
-            ratio = Fraction(values["instruction"], values["output"])
-            self.ratio_hist[_bin(RATIO_EDGES, float(ratio))] += 1
-            self.ratio_min = ratio if self.ratio_min is None else min(self.ratio_min, ratio)
-            self.ratio_max = ratio if self.ratio_max is None else max(self.ratio_max, ratio)
+            bins = np.searchsorted(LENGTH_EDGES, values[f], side="right")
+            for i, c in enumerate(np.bincount(bins, minlength=len(LENGTH_EDGES) + 1).tolist()):
+                self.length_hist[f][i] += c
+        if role_token_counts is not None:
+            for r, c in enumerate(np.asarray(role_token_counts, dtype=np.int64).sum(axis=0).tolist()):
+                self.role_tokens[r] += c
+        if weight_mass is not None:
+            scaled = np.asarray(weight_mass, dtype=np.float64) * MASS_SCALE  # exact: a power-of-two scaling
+            for r in range(NUM_ROLES):
+                self.weight_mass_units[r] += sum(int(x) for x in scaled[:, r].tolist() if x)
+        has_out = values["output"] > 0
+        if has_out.any():
+            instr, out = values["instruction"][has_out], values["output"][has_out]
+            ratios = instr / out
+            bins = np.searchsorted(RATIO_EDGES, ratios, side="right")
+            for i, c in enumerate(np.bincount(bins, minlength=len(RATIO_EDGES) + 1).tolist()):
+                self.ratio_hist[i] += c
+            i_min, i_max = int(np.argmin(ratios)), int(np.argmax(ratios))
+            r_min, r_max = Fraction(int(instr[i_min]), int(out[i_min])), Fraction(int(instr[i_max]), int(out[i_max]))
+            self.ratio_min = r_min if self.ratio_min is None else min(self.ratio_min, r_min)
+            self.ratio_max = r_max if self.ratio_max is None else max(self.ratio_max, r_max)
 
     def merge(self, other: "LengthStats") -> "LengthStats":
         """Merge ``other`` into ``self`` (exact and order-independent); returns ``self``."""
@@ -115,7 +149,7 @@ class LengthStats:
             pairs = [v for v in (self.maxs[f], other.maxs[f]) if v is not None]
             self.maxs[f] = max(pairs) if pairs else None
         self.role_tokens = [a + b for a, b in zip(self.role_tokens, other.role_tokens)]
-        self.weight_mass = [a + b for a, b in zip(self.weight_mass, other.weight_mass)]
+        self.weight_mass_units = [a + b for a, b in zip(self.weight_mass_units, other.weight_mass_units)]
         self.ratio_hist = [a + b for a, b in zip(self.ratio_hist, other.ratio_hist)]
         for f in self.length_hist:
             self.length_hist[f] = [a + b for a, b in zip(self.length_hist[f], other.length_hist[f])]
@@ -187,11 +221,11 @@ class LengthStats:
             "ratio_histogram": {"edges": [float(e) for e in RATIO_EDGES], "counts": self.ratio_hist[1:-1],
                                 "underflow": self.ratio_hist[0], "overflow": self.ratio_hist[-1]},
             "tokens_per_role": dict(zip(ROLE_LABELS, self.role_tokens)),
-            "weight_mass_per_role": {ROLE_LABELS[r]: float(m) for r, m in enumerate(self.weight_mass)},
+            "weight_mass_per_role": {ROLE_LABELS[r]: u / MASS_SCALE for r, u in enumerate(self.weight_mass_units)},
             "weight_mass_share": self.weight_mass_share(),
             "accumulator": {
                 "sums": self.sums, "mins": self.mins, "maxs": self.maxs,
-                "weight_mass": [f"{m.numerator}/{m.denominator}" for m in self.weight_mass],
+                "weight_mass_units": [str(u) for u in self.weight_mass_units],  # units of 2**-64
                 "ratio_hist": self.ratio_hist, "length_hist": self.length_hist,
                 "ratio_min": None if self.ratio_min is None else f"{self.ratio_min.numerator}/{self.ratio_min.denominator}",
                 "ratio_max": None if self.ratio_max is None else f"{self.ratio_max.numerator}/{self.ratio_max.denominator}",
@@ -207,7 +241,7 @@ class LengthStats:
         s.mins = {f: acc["mins"][f] for f in _FIELDS}
         s.maxs = {f: acc["maxs"][f] for f in _FIELDS}
         s.role_tokens = [int(data["tokens_per_role"][label]) for label in ROLE_LABELS]
-        s.weight_mass = [Fraction(m) for m in acc["weight_mass"]]
+        s.weight_mass_units = [int(u) for u in acc["weight_mass_units"]]
         s.ratio_hist = [int(c) for c in acc["ratio_hist"]]
         s.length_hist = {f: [int(c) for c in v] for f, v in acc["length_hist"].items()}
         s.ratio_min = None if acc["ratio_min"] is None else Fraction(acc["ratio_min"])

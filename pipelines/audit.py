@@ -302,9 +302,8 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
                       | f"{d}/ReadErrors" >> beam.Filter(lambda r: r["reason"] == "read_error")
                       | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}")
                       | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults())
-        lengths = (encoded.stats
-                   | f"{d}/Lengths" >> beam.Map(lambda s: (int(s["num_instruction_tokens"]),
-                                                           int(s["num_output_tokens"])))
+        lengths = (encoded.rows
+                   | f"{d}/Lengths" >> beam.FlatMap(_length_pairs)
                    | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleCombineFn(sample_size)).without_defaults())
         tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)),
                    read | f"{d}/TagRead" >> beam.Map(_tag("read", idx)),
@@ -312,6 +311,11 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
                    unreadable | f"{d}/TagUnreadable" >> beam.Map(_tag("unreadable", idx)),
                    lengths | f"{d}/TagLengths" >> beam.Map(_tag("lengths", idx))]
     _ = tagged | "AllResults" >> beam.Flatten() | "WriteResults" >> beam.Map(_write_result(results_dir))
+
+
+def _length_pairs(batch) -> list[tuple[int, int]]:
+    """(instruction, output) token counts of every row of a shard record batch."""
+    return list(zip(batch.column("num_instruction_tokens").to_pylist(), batch.column("num_output_tokens").to_pylist()))
 
 
 def collect_results(results_dir: str, n: int) -> list[dict[str, Any]]:

@@ -11,12 +11,18 @@ import hashlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from .config import PrepareConfig
+from im_data.shards import example_id  # noqa: F401  (re-exported for inspect/audit)
+
 from .read import RawRecord
 
 LOG = logging.getLogger("im_data.prepare")
@@ -25,11 +31,6 @@ STATS = "stats"
 
 _ENCODERS: dict[str, Any] = {}
 _ENCODERS_LOCK = threading.Lock()
-
-
-def example_id(source: str, index: int | None) -> str:
-    """Stable id of a record: 16 hex digits of ``sha1("{source}|{index}")``."""
-    return hashlib.sha1(f"{source}|{index}".encode("utf-8")).hexdigest()[:16]
 
 
 def build_encoder(config: PrepareConfig):
@@ -88,6 +89,10 @@ class _Progress:
 
 
 class _EncodeBatchFn(beam.DoFn):
+    """Parses and encodes one batch per call. The Rust tokenization of batch k runs on a helper thread (it
+    releases the GIL) while batch k-1 is completed in Python: ``process`` submits and emits the previous
+    batch's outputs, ``finish_bundle`` emits the last one."""
+
     def __init__(self, config: PrepareConfig):
         self.config = config
         self.encoder = None
@@ -95,6 +100,13 @@ class _EncodeBatchFn(beam.DoFn):
     def setup(self) -> None:
         self.encoder = get_encoder(self.config)
         self.progress = _Progress()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="im-data-tokenize")
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def start_bundle(self) -> None:
+        self.pending = None
 
     def process(self, batch: list[RawRecord]) -> Iterator[Any]:
         from im_data import RecordError, parse_json_line
@@ -114,20 +126,48 @@ class _EncodeBatchFn(beam.DoFn):
             todo.append((rec, payload))
         if not todo:
             return
-        results = self.encoder.encode_batch([p for _, p in todo])
-        tokens = 0
+        prepared = self.encoder.prepare([p for _, p in todo])
+        future = self.pool.submit(self.encoder.tokenize, prepared)
+        previous, self.pending = self.pending, (todo, prepared, future)
+        if previous is not None:
+            yield from self._complete(*previous)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        previous, self.pending = self.pending, None
+        if previous is not None:
+            for out in self._complete(*previous):
+                if isinstance(out, pvalue.TaggedOutput):
+                    yield pvalue.TaggedOutput(out.tag, WindowedValue(out.value, MIN_TIMESTAMP, [GlobalWindow()]))
+                else:
+                    yield WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _complete(self, todo, prepared, future) -> Iterator[Any]:
+        from im_data import LengthStats, RecordError
+        from im_data.shards import examples_to_record_batch
+
+        results = self.encoder.complete(prepared, future.result())
+        good, ids = [], []
         for (rec, payload), res in zip(todo, results):
             if isinstance(res, RecordError):
                 yield pvalue.TaggedOutput(REJECTS, make_reject(rec, res, payload))
-                continue
-            tokens += len(res)
-            yield res.to_row(example_id(rec.source, rec.index))
-            yield pvalue.TaggedOutput(STATS, res.summary())
-        self.progress.add(len(todo), tokens)
+            else:
+                good.append(res)
+                ids.append(example_id(rec.source, rec.index))
+        if good:
+            # one columnar element per batch: rows travel as an Arrow record batch, statistics as one partial
+            yield examples_to_record_batch(good, ids)
+            stats = LengthStats()
+            stats.add_examples(good)
+            yield pvalue.TaggedOutput(STATS, stats)
+        self.progress.add(len(todo), sum(len(e) for e in good))
 
 
 class EncodeExamples(beam.PTransform):
-    """``PCollection[RawRecord]`` → ``{"rows", "stats", "rejects"}`` (a ``DoOutputsTuple``)."""
+    """``PCollection[RawRecord]`` → ``{"rows", "stats", "rejects"}`` (a ``DoOutputsTuple``).
+
+    ``rows``: Arrow record batches with :data:`im_data.shards.SHARD_SCHEMA` (one per encode batch);
+    ``stats``: one :class:`im_data.LengthStats` partial per batch; ``rejects``: one dead-letter dict per record.
+    """
 
     def __init__(self, config: PrepareConfig):
         super().__init__()
@@ -135,6 +175,6 @@ class EncodeExamples(beam.PTransform):
 
     def expand(self, records):
         return (records
-                | "Batch" >> beam.BatchElements(min_batch_size=min(32, self.config.batch_size),
+                | "Batch" >> beam.BatchElements(min_batch_size=self.config.batch_size,
                                                 max_batch_size=self.config.batch_size)
                 | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows"))

@@ -8,20 +8,25 @@ import apache_beam as beam
 
 
 class LengthStatsFn(beam.CombineFn):
-    """Combines ``EncodedExample.summary()`` dicts into ``LengthStats.to_dict()`` (the stats.json schema)."""
+    """Combines ``LengthStats`` partials (or ``EncodedExample.summary()`` dicts) into ``LengthStats.to_dict()``
+    (the stats.json schema)."""
 
     def create_accumulator(self):
         from im_data import LengthStats
 
         return LengthStats()
 
-    def add_input(self, acc, summary):
-        acc.add(summary)
+    def add_input(self, acc, item):
+        """``item``: a ``LengthStats`` partial (one per encode batch) or one ``EncodedExample.summary()``."""
+        if isinstance(item, dict):
+            acc.add(item)
+        else:
+            acc.merge(item)
         return acc
 
-    def add_inputs(self, acc, summaries: Iterable[Any]):
-        for s in summaries:
-            acc.add(s)
+    def add_inputs(self, acc, items: Iterable[Any]):
+        for item in items:
+            self.add_input(acc, item)
         return acc
 
     def merge_accumulators(self, accs):
@@ -40,7 +45,7 @@ def empty_stats() -> dict[str, Any]:
 
 
 class ComputeStats(beam.PTransform):
-    """``PCollection[summary]`` → a single ``stats.json`` dict (no element at all when there are no rows)."""
+    """``PCollection[LengthStats | summary]`` → a single ``stats.json`` dict (no element when there are no rows)."""
 
     def expand(self, summaries):
         # without_defaults: the default-value path needs side inputs, which the Dask runner handles poorly;

@@ -32,13 +32,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from .config import PrepareConfig
 
-LIST_COLUMNS = {"input_ids": pa.int32(), "labels": pa.int32(), "loss_weights": pa.float32(), "roles": pa.int8()}
-SCALAR_COLUMNS = {"example_id": pa.string(), "num_instruction_tokens": pa.int32(), "num_output_tokens": pa.int32(),
-                  "num_output_tokens_kept": pa.int32(), "truncated": pa.bool_()}
-COLUMN_ORDER = ("input_ids", "labels", "loss_weights", "roles", "example_id", "num_instruction_tokens",
-                "num_output_tokens", "num_output_tokens_kept", "truncated")
-SCHEMA = pa.schema([pa.field(c, pa.list_(LIST_COLUMNS[c]) if c in LIST_COLUMNS else SCALAR_COLUMNS[c])
-                    for c in COLUMN_ORDER])
+from im_data.shards import COLUMN_ORDER, LIST_COLUMNS, SCALAR_COLUMNS, SHARD_SCHEMA  # noqa: E402,F401
+
+SCHEMA = SHARD_SCHEMA
 RUN_BATCH_ROWS = 1024
 RUNS_DIR = "_runs"
 
@@ -80,13 +76,20 @@ class _SpillRunsFn(beam.DoFn):
         self.config = config
 
     def start_bundle(self) -> None:
-        self.buffers: dict[int, list[dict[str, Any]]] = {}
+        self.buffers: dict[int, list[pa.RecordBatch]] = {}
         self.buffered = 0
 
-    def process(self, row: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
-        shard = shard_of(row["example_id"], self.config.num_shards)
-        self.buffers.setdefault(shard, []).append(row)
-        self.buffered += 13 * len(row["input_ids"]) + 96
+    def process(self, batch: pa.RecordBatch) -> Iterator[tuple[int, dict[str, Any]]]:
+        n = self.config.num_shards
+        if n == 1:
+            parts = {0: batch}
+        else:
+            shards = np.fromiter((shard_of(i, n) for i in batch.column("example_id").to_pylist()),
+                                 dtype=np.int64, count=batch.num_rows)
+            parts = {int(s): batch.take(pa.array(np.flatnonzero(shards == s))) for s in np.unique(shards)}
+        for shard, part in parts.items():
+            self.buffers.setdefault(shard, []).append(part)
+        self.buffered += batch.nbytes
         if self.buffered >= self.config.run_buffer_bytes:
             yield from self._flush()
 
@@ -97,10 +100,11 @@ class _SpillRunsFn(beam.DoFn):
     def _flush(self) -> Iterator[tuple[int, dict[str, Any]]]:
         buffers, self.buffers, self.buffered = self.buffers, {}, 0
         for shard in sorted(buffers):
-            rows = sorted(buffers[shard], key=lambda r: r["example_id"])
+            table = pa.Table.from_batches(buffers[shard], SCHEMA)
+            table = table.take(pc.sort_indices(table.column("example_id")))
             rel = f"{RUNS_DIR}/shard-{shard:05d}/{uuid.uuid4().hex}.arrow"
-            write_ipc_file(os.path.join(self.config.work_dir, rel), rows_to_table(rows))
-            yield shard, {"path": rel, "num_rows": len(rows)}
+            write_ipc_file(os.path.join(self.config.work_dir, rel), table)
+            yield shard, {"path": rel, "num_rows": table.num_rows}
 
 
 class _RunCursor:
@@ -223,7 +227,8 @@ class _MergeShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """``PCollection[row]`` → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard, even empty)."""
+    """``PCollection[pa.RecordBatch]`` → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard,
+    even empty)."""
 
     def __init__(self, config: PrepareConfig):
         super().__init__()

@@ -320,7 +320,7 @@ def test_quantiles_monotone_and_in_range(pairs):
 
 
 def test_weight_mass_merges_exactly_with_tenths():
-    """0.1 * 10 bundles merged in any order is the same number (exact fractions, no float drift)."""
+    """0.1 * 10 bundles merged in any order is the same number (exact integer units, no float drift)."""
     a, b = LengthStats(), LengthStats()
     for _ in range(10):
         a.add(summary(1, 1, mass=[0.0, 0.1, 0.1, 0.0, 1.0, 1.0]))
@@ -329,7 +329,7 @@ def test_weight_mass_merges_exactly_with_tenths():
         part.add(summary(1, 1, mass=[0.0, 0.1, 0.1, 0.0, 1.0, 1.0]))
         b = part.merge(b) if i % 2 else b.merge(part)
     assert a == b
-    assert a.to_dict()["accumulator"]["weight_mass"] == b.to_dict()["accumulator"]["weight_mass"]
+    assert a.to_dict()["accumulator"]["weight_mass_units"] == b.to_dict()["accumulator"]["weight_mass_units"]
 
 
 def test_ratio_excludes_examples_without_output_from_histogram():

@@ -77,10 +77,11 @@ def test_im_sft_trains_on_a_prepared_dir(tmp_path, tiny_model_dir, prepared):
 
 
 def test_im_sft_help_lists_the_plugin_fields():
-    out = subprocess.run([sys.executable, "-m", "trl_plugin.cli", "--help"], env=_env(), capture_output=True,
-                         text=True, timeout=120, cwd=REPO).stdout
+    from trl_plugin.train import make_parser
+
+    out = make_parser(prog="im-sft").format_help()
     for flag in ("--loss_weights_column", "--loss_normalization", "--segment_metrics", "--dataset_name",
-                 "--packing", "--eval_dataset_name"):
+                 "--packing", "--eval_dataset_name", "--per_device_train_batch_size"):
         assert flag in out
 
 
