@@ -21,7 +21,6 @@ resolve 2%).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

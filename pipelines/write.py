@@ -111,7 +111,8 @@ class _RunCursor:
     """Reads rows ``[lo, hi)`` of a sorted run, moving forward only, holding a few record batches."""
 
     def __init__(self, path: str):
-        self.file = pa.OSFile(path, "rb")
+        # memory-mapped: reading the example_id column must not pull whole record batches into memory
+        self.file = pa.memory_map(path, "r")
         self.reader = pa.ipc.open_file(self.file)
         self.batches: dict[int, pa.RecordBatch] = {}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import defaultdict
 from dataclasses import fields
 from typing import Any
 
