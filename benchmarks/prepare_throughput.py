@@ -55,7 +55,7 @@ def run_prepare(inputs: list[str], out: Path, extra: list[str]) -> dict:
         "mine, foreign = split_foreign_options(parser, argv)\n"
         "args, extra = parser.parse_known_args(mine)\n"
         "r = prepare(args, extra + foreign)\n"
-        "json.dump({'wall_s': r['wall_s'], 'tokens_per_s': r['tokens_per_s'], 'counts': r['manifest']['counts'],"
+        "json.dump({'wall_s': r['wall_s'], 'pipeline_s': r['pipeline_s'], 'tokens_per_s': r['tokens_per_s'], 'counts': r['manifest']['counts'],"
         " 'tokens': sum(r['manifest']['tokens_per_role'].values())}, open(sys.argv[2], 'w'))\n")
     argv = ["prepare", *inputs, "-o", str(out), "--tokenizer", deepseek_dir(), "--chat-template", "tulu", "-q",
             "--overwrite", *extra]
@@ -118,6 +118,8 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     ratio = big["tokens_per_s"] / raw["tokens_per_s"]
+    # the Beam run alone, without the launcher's fixed start-up (imports, tokenizer load, planning, publishing)
+    pipeline_ratio = (big["tokens"] / big["pipeline_s"]) / raw["tokens_per_s"]
     rss = big["peak_rss_mib"] / small["peak_rss_mib"]
     report = {
         "examples_read": big["counts"]["read"], "examples_written": big["counts"]["written"],
@@ -125,13 +127,15 @@ def main() -> None:
         "prepare_wall_s": round(big["wall_s"], 2), "process_wall_s": round(big["process_wall_s"], 2),
         "prepare_tokens_per_s": round(big["tokens_per_s"]), "raw_tokenizer_s": round(raw["seconds"], 2),
         "raw_tokens_per_s": round(raw["tokens_per_s"]), "ratio": round(ratio, 3),
+        "pipeline_only_s": round(big["pipeline_s"], 2), "pipeline_only_ratio": round(pipeline_ratio, 3),
         "peak_rss_x1_mib": round(small["peak_rss_mib"], 1),
         f"peak_rss_x{args.repeat}_mib": round(big["peak_rss_mib"], 1), "rss_ratio": round(rss, 3),
         "x1_prepare_tokens_per_s": round(small["tokens_per_s"]), "cpus": os.cpu_count(), "extra": extra,
     }
     print(json.dumps(report, indent=2))
     print(f"end-to-end {report['prepare_tokens_per_s']:,} tok/s vs raw tokenizer {report['raw_tokens_per_s']:,} tok/s: "
-          f"ratio {ratio:.3f} (target >= 0.85, {'met' if ratio >= 0.85 else 'MISSED'}); "
+          f"ratio {ratio:.3f} (target >= 0.85, {'met' if ratio >= 0.85 else 'MISSED'}; Beam run alone "
+          f"{pipeline_ratio:.3f}); "
           f"peak RSS x{args.repeat}/x1 = {rss:.3f} (target <= 1.15, {'met' if rss <= 1.15 else 'MISSED'})")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -86,6 +87,29 @@ class EncodedExample:
         }
 
 
+def _byte_length_table(backend: Any, size: int) -> np.ndarray | None:
+    """UTF-8 byte length of every token id, for byte-level BPE tokenizers without a normaliser (each vocab
+    character stands for one byte); ``None`` for any other tokenizer."""
+    try:
+        state = json.loads(backend.to_str())
+    except Exception:  # pragma: no cover - tokenizers that cannot serialise
+        return None
+    normalizer = state.get("normalizer")
+    if normalizer and not (normalizer.get("type") == "Sequence" and not normalizer.get("normalizers")):
+        return None
+    if (state.get("decoder") or {}).get("type") != "ByteLevel" or state["model"].get("type") != "BPE":
+        return None
+    table = np.zeros(size, dtype=np.int64)
+    for token, idx in backend.get_vocab(with_added_tokens=False).items():
+        if idx < size:
+            table[idx] = len(token)
+    for added in state.get("added_tokens", []):
+        if added.get("lstrip") or added.get("rstrip") or added["id"] >= size:
+            return None
+        table[added["id"]] = len(added["content"].encode("utf-8"))
+    return table
+
+
 @dataclasses.dataclass
 class PreparedBatch:
     """Stage-1 output: per-record results so far (errors), and the rendered conversations to tokenize."""
@@ -129,12 +153,14 @@ class Encoder:
         self.keep_text = keep_text
         self._special_tokens = special_tokens_for_render(tokenizer)
         self._empty_render = render_empty(self.template, self._special_tokens)
+        self._skeletons: dict = {}  # role sequence -> cached template skeleton (see find_spans)
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
                                         max(specials, default=0) + 1), dtype=bool)
         self._is_special[list(specials)] = True
         self._weights = self.policy.weights_array()
+        self._byte_len = _byte_length_table(self._backend, len(self._is_special))
         self._id_to_token = None
 
     # -- public API ---------------------------------------------------------------------------
@@ -176,7 +202,8 @@ class Encoder:
         for i, record in enumerate(records):
             try:
                 messages = normalize_record(record, self.format_options)
-                convs.append(find_spans(self.template, messages, self._special_tokens, self._empty_render))
+                convs.append(find_spans(self.template, messages, self._special_tokens, self._empty_render,
+                                        self._skeletons))
                 index.append(i)
             except RecordError as exc:
                 results[i] = exc
@@ -198,8 +225,10 @@ class Encoder:
         counts = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=k)
         total = int(counts.sum())
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
-        offsets = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings)),
-                              dtype=np.int64, count=2 * total).reshape(-1, 2)
+        offsets = self._offsets_from_byte_lengths(convs, ids, counts)
+        if offsets is None:
+            offsets = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(
+                e.offsets for e in encodings)), dtype=np.int64, count=2 * total).reshape(-1, 2)
         roles = self._map_roles(convs, offsets, counts, ids)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         seg = np.repeat(np.arange(k), counts)
@@ -290,6 +319,37 @@ class Encoder:
             backend.no_padding()
             self._backend = backend
         return backend
+
+    def _offsets_from_byte_lengths(self, convs: Sequence[RenderedConversation], ids: np.ndarray,
+                                   counts: np.ndarray) -> np.ndarray | None:
+        """Character offsets of every token from the byte length of each token id, for byte-level BPE
+        tokenizers whose tokens concatenate to exactly the UTF-8 bytes of the text (checked per record).
+
+        Fetching offsets from the Rust encodings builds a Python tuple per token; this does the same with a
+        lookup table and cumulative sums. ``None`` when the tokenizer or a record does not qualify (the caller
+        then uses the tokenizer's own offsets, which give the same result)."""
+        if self._byte_len is None or ids.size == 0:
+            return None
+        k = len(convs)
+        blob = np.frombuffer("\x00".join([c.text for c in convs] + [""]).encode("utf-8"), dtype=np.uint8)
+        is_char_start = (blob & 0xC0) != 0x80
+        char_of_byte = np.cumsum(is_char_start) - 1
+        char_len = np.fromiter((len(c.text) + 1 for c in convs), dtype=np.int64, count=k)
+        char_base = np.concatenate([[0], np.cumsum(char_len)[:-1]])
+        byte_base = np.flatnonzero(is_char_start)[char_base]
+        record_bytes = np.diff(np.append(byte_base, blob.size)) - 1
+        token_bytes = self._byte_len[ids]
+        seg = np.repeat(np.arange(k), counts)
+        if not np.array_equal(np.bincount(seg, weights=token_bytes, minlength=k), record_bytes):
+            return None
+        cum = np.cumsum(token_bytes)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        before = np.concatenate([[0], cum])[first]  # cumulative bytes before each record's first token
+        ends = cum - before[seg] + byte_base[seg]
+        starts = ends - token_bytes
+        start_char = char_of_byte[starts]
+        end_char = np.where(token_bytes > 0, char_of_byte[np.maximum(ends - 1, 0)] + 1, start_char)
+        return np.stack([start_char, end_char], axis=1) - char_base[seg][:, None]
 
     def _map_roles(self, convs: Sequence[RenderedConversation], offsets: np.ndarray, counts: np.ndarray,
                    ids: np.ndarray) -> np.ndarray:

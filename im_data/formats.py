@@ -21,6 +21,11 @@ from typing import Any, Mapping
 from .errors import RecordError
 from .roles import MESSAGE_ROLES
 
+try:  # optional speed-up for parse_json_line
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised where orjson is absent
+    _orjson = None
+
 FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "sharegpt")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "tool": "tool", "function_response": "tool", "observation": "tool"}
@@ -48,7 +53,16 @@ class FormatOptions:
 
 
 def parse_json_line(line: bytes | str) -> Any:
-    """Decode one JSONL line; raise ``invalid_json`` for bad UTF-8 or bad JSON (never anything else)."""
+    """Decode one JSONL line; raise ``invalid_json`` for bad UTF-8 or bad JSON (never anything else).
+
+    Valid lines are parsed by orjson when it is installed (several times faster); anything orjson refuses is
+    judged by the standard library, so what is accepted (NaN, huge integers) does not depend on orjson.
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.loads(line)
+        except (_orjson.JSONDecodeError, TypeError):
+            pass
     if isinstance(line, (bytes, bytearray)):
         try:
             line = bytes(line).decode("utf-8")

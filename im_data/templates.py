@@ -161,12 +161,90 @@ def render_empty(template: ChatTemplate, special_tokens: Mapping[str, Any]) -> s
         return ""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Skeleton:
+    """The template's own text around each content for one sequence of roles (from a render with sentinel
+    contents, itself checked by the prefix method): ``literals[j]`` precedes content j, ``literals[-1]`` ends
+    the conversation; assistant j's after-content region ends ``after_ends[j]`` characters into literal j+1."""
+
+    literals: tuple[str, ...]
+    after_ends: tuple[tuple[int, int], ...]  # (message index, chars into the following literal)
+
+
+SKELETON_CACHE_SIZE = 4096
+
+
 def find_spans(template: ChatTemplate, messages: Sequence[Mapping[str, str]],
-               special_tokens: Mapping[str, Any], empty_render: str | None = None) -> RenderedConversation:
+               special_tokens: Mapping[str, Any], empty_render: str | None = None,
+               skeletons: dict | None = None) -> RenderedConversation:
     """Render ``messages`` and find the exact character span of every message's content (see module doc).
 
-    ``empty_render`` is :func:`render_empty`'s result, passed in by callers that cache it.
+    ``empty_render`` is :func:`render_empty`'s result, passed in by callers that cache it. With a
+    ``skeletons`` dict (one per tokenizer and template), conversations with a role sequence already seen are
+    rendered once and aligned to that sequence's cached skeleton; the alignment must reproduce the render
+    exactly, else the prefix method below runs as usual.
     """
+    if skeletons is not None:
+        roles = tuple(m["role"] for m in messages)
+        if roles not in skeletons:
+            if len(skeletons) >= SKELETON_CACHE_SIZE:
+                skeletons.clear()
+            skeletons[roles] = _build_skeleton(template, roles, special_tokens, empty_render)
+        skeleton = skeletons[roles]
+        if skeleton is not None:
+            found = _align_to_skeleton(skeleton, messages, template.render(messages, special_tokens))
+            if found is not None:
+                return found
+    return _find_spans_by_prefixes(template, messages, special_tokens, empty_render)
+
+
+def _build_skeleton(template: ChatTemplate, roles: tuple[str, ...], special_tokens: Mapping[str, Any],
+                    empty_render: str | None) -> _Skeleton | None:
+    probe = [{"role": role, "content": _SENTINEL.format(j)} for j, role in enumerate(roles)]
+    try:
+        conv = _find_spans_by_prefixes(template, probe, special_tokens, empty_render)
+    except TemplateError:
+        return None
+    spans = [(s, e) for s, e, _ in conv.content_spans]
+    if any(spans[j][1] > spans[j + 1][0] for j in range(len(spans) - 1)):
+        return None  # contents out of message order: leave such templates to the prefix method
+    bounds = [0] + [x for span in spans for x in span] + [len(conv.text)]
+    literals = tuple(conv.text[bounds[2 * j]:bounds[2 * j + 1]] for j in range(len(spans) + 1))
+    after = []
+    for (start, end), j in zip(conv.after_assistant, [j for j, r in enumerate(roles) if r == "assistant"]):
+        limit = bounds[2 * j + 4] if j + 1 < len(spans) else len(conv.text)
+        if start != spans[j][1] or end > limit:
+            return None
+        after.append((j, end - start))
+    return _Skeleton(literals, tuple(after))
+
+
+def _align_to_skeleton(skeleton: _Skeleton, messages: Sequence[Mapping[str, str]],
+                       text: str) -> RenderedConversation | None:
+    lits = skeleton.literals
+    if not text.startswith(lits[0]):
+        return None
+    pos, spans = len(lits[0]), []
+    for j, message in enumerate(messages):
+        content, following = message["content"], lits[j + 1]
+        last = j + 1 == len(messages)
+        for candidate in (content, content.strip()):
+            end = pos + len(candidate)
+            if text.startswith(candidate, pos) and (
+                    len(text) == end + len(following) if last else True) and text.startswith(following, end):
+                break
+        else:
+            return None
+        spans.append((pos, end, message["role"]))
+        pos = end + len(following)
+    after = tuple((spans[j][1], spans[j][1] + k) for j, k in skeleton.after_ends)
+    last_start = next((s for s, _, r in reversed(spans) if r == "assistant"), 0)
+    return RenderedConversation(text, tuple(spans), after, last_start)
+
+
+def _find_spans_by_prefixes(template: ChatTemplate, messages: Sequence[Mapping[str, str]],
+                            special_tokens: Mapping[str, Any], empty_render: str | None = None
+                            ) -> RenderedConversation:
     previous = render_empty(template, special_tokens) if empty_render is None else empty_render
     located: dict[int, tuple[int, int]] = {}
     delta_of: dict[int, tuple[int, int]] = {}  # message -> (delta start, delta end) where its content was found

@@ -179,7 +179,9 @@ def prepare(args: argparse.Namespace, beam_args: list[str] | None = None) -> dic
     work_dir = make_work_dir(config.output_dir)
     config = dataclasses.replace(config, work_dir=work_dir)
     try:
+        started = time.perf_counter()
         execute(config, args, beam_args or [])
+        pipeline_s = time.perf_counter() - started
         summary = read_summary(work_dir)
         manifest = build_manifest(summary, meta, tokenizer_name=args.tokenizer, fmt=config.format,
                                   inputs=[s.label for s in config.sources], package_version=im_data.__version__)
@@ -189,7 +191,7 @@ def prepare(args: argparse.Namespace, beam_args: list[str] | None = None) -> dic
         raise
     wall = time.perf_counter() - start
     tokens = sum(manifest["tokens_per_role"].values())
-    return {"manifest": manifest, "stats": summary["stats"], "wall_s": wall,
+    return {"manifest": manifest, "stats": summary["stats"], "wall_s": wall, "pipeline_s": pipeline_s,
             "tokens_per_s": tokens / wall if wall > 0 else 0.0, "output_dir": config.output_dir}
 
 

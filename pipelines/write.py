@@ -35,7 +35,7 @@ from .config import PrepareConfig
 from im_data.shards import COLUMN_ORDER, LIST_COLUMNS, SCALAR_COLUMNS, SHARD_SCHEMA  # noqa: E402,F401
 
 SCHEMA = SHARD_SCHEMA
-RUN_BATCH_ROWS = 1024
+RUN_BATCH_ROWS = 256  # rows per record batch inside a spilled run: what a merge cursor holds
 RUNS_DIR = "_runs"
 
 
@@ -111,14 +111,19 @@ class _RunCursor:
     """Reads rows ``[lo, hi)`` of a sorted run, moving forward only, holding a few record batches."""
 
     def __init__(self, path: str):
-        # memory-mapped: reading the example_id column must not pull whole record batches into memory
-        self.file = pa.memory_map(path, "r")
+        self.file = pa.OSFile(path, "rb")
         self.reader = pa.ipc.open_file(self.file)
         self.batches: dict[int, pa.RecordBatch] = {}
 
     def ids(self) -> pa.ChunkedArray:
-        return pa.chunked_array([self.reader.get_batch(i).column(COLUMN_ORDER.index("example_id"))
-                                 for i in range(self.reader.num_record_batches)], pa.string())
+        """The run's example ids, copied out of each record batch so that the batch can be freed at once
+        (a column slice would keep its whole batch alive: the run would sit in memory for the merge)."""
+        column = COLUMN_ORDER.index("example_id")
+        chunks = []
+        for i in range(self.reader.num_record_batches):
+            ids = self.reader.get_batch(i).column(column)
+            chunks.append(pc.take(ids, pa.array(np.arange(len(ids)))))
+        return pa.chunked_array(chunks, pa.string())
 
     def rows(self, lo: int, hi: int) -> pa.Table:
         first, last = lo // RUN_BATCH_ROWS, (hi - 1) // RUN_BATCH_ROWS

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from im_data import REASONS, Encoder, FormatOptions, RecordError, TemplateError, WeightPolicy, parse_json_line
+from im_data import normalize_record, REASONS, Encoder, FormatOptions, RecordError, TemplateError, WeightPolicy, parse_json_line
 
 
 def m(role, content):
@@ -27,8 +27,18 @@ BAD_LINES = [
     pytest.param(b'{"text": "caf\xe9"}', "not valid UTF-8", id="latin1-inside-string"),
     pytest.param(b'{"text": "\xc3\x28"}', "not valid UTF-8", id="invalid-continuation-byte"),
     pytest.param(b'{"text": "\xed\xa0\x80"}', "not valid UTF-8", id="utf8-encoded-surrogate"),
-    pytest.param(b"[" * 100_000 + b"]" * 100_000, "not valid JSON", id="nesting-too-deep"),
 ]
+
+
+def test_deeply_nested_line_is_rejected_not_crashing():
+    """100k nested arrays: the stdlib parser gives up (invalid_json); orjson parses it and the record is then
+    not an object (unknown_format). Either way a RecordError, never a RecursionError."""
+    from im_data import formats
+
+    line = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(RecordError) as info:
+        normalize_record(parse_json_line(line))
+    assert info.value.reason == ("unknown_format" if formats._orjson is not None else "invalid_json")
 
 
 @pytest.mark.parametrize("line, words", BAD_LINES)
