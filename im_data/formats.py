@@ -51,6 +51,23 @@ class FormatOptions:
         if self.format not in FORMATS:
             raise ValueError(f"unknown input format {self.format!r}; expected one of {FORMATS}")
 
+    @classmethod
+    def from_cli(cls, input_format: str = "auto", columns: list[str] | None = None) -> "FormatOptions":
+        """``--input-format`` and ``--columns KEY=NAME ...`` (KEY: messages, prompt, completion, instruction,
+        input, output, system, conversations).
+
+        >>> FormatOptions.from_cli("alpaca", ["instruction=question", "output=answer"]).instruction_field
+        'question'
+        """
+        fields: dict[str, str] = {}
+        for item in columns or []:
+            key, sep, name = item.partition("=")
+            if not sep or f"{key}_field" not in {f.name for f in dataclasses.fields(cls)} or not name:
+                keys = ", ".join(f.name[:-6] for f in dataclasses.fields(cls) if f.name.endswith("_field"))
+                raise ValueError(f"--columns expects KEY=NAME with KEY one of {keys}; got {item!r}")
+            fields[f"{key}_field"] = name
+        return cls(format=input_format, **fields)
+
 
 def parse_json_line(line: bytes | str) -> Any:
     """Decode one JSONL line; raise ``invalid_json`` for bad UTF-8 or bad JSON (never anything else).

@@ -334,6 +334,21 @@ def _html_style(role: str, weight: float) -> str:
     return f"background:{HTML_BG[role]};color:rgba(0,0,0,{html_opacity(weight)})"
 
 
+def render_token_rows(view: ExampleView) -> str:
+    """One aligned line per token (position, token text, id, role, weight): plain text for logs and diffs.
+
+    >>> print(render_token_rows(build_view([5, 7], [2, 4], [1.0, 0.5], texts=["Hi", "!"])))
+      # token     id role          weight
+      0 'Hi'       5 user               1
+      1 '!'        7 assistant        0.5
+    """
+    width = max([len("token")] + [len(repr(c.text)) for c in view.cells])
+    lines = [f"{'#':>3} {'token':<{width}} {'id':>6} {'role':<13} {'weight':>6}"]
+    for i, c in enumerate(view.cells):
+        lines.append(f"{i:>3} {c.text!r:<{width}} {c.token_id:>6} {c.role:<13} {c.weight:>6g}")
+    return "\n".join(lines)
+
+
 def render_html(view: ExampleView) -> str:
     """A standalone HTML page: one ``<span class="tok">`` per token with ``data-role``, ``data-weight``,
     ``data-token-id`` attributes (and a title tooltip), the legend and the per-role table."""

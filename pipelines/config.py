@@ -27,6 +27,7 @@ class PrepareConfig:
     max_length: int | None = None
     truncation: str = "keep_start"
     allow_special_tokens: bool = False
+    format_options: dict = dataclasses.field(default_factory=dict)  # im_data.FormatOptions fields
     format: str = "arrow"
     num_shards: int = 1
     batch_size: int = 1024                     # max records per encode batch (BatchElements)
@@ -52,7 +53,7 @@ class PrepareConfig:
     def encoder_key(self) -> str:
         """Identifies the encoder settings; workers cache one Encoder per key and process."""
         return json.dumps([self.tokenizer, self.chat_template, self.policy, self.max_length, self.truncation,
-                           self.allow_special_tokens], sort_keys=True, default=str)
+                           self.allow_special_tokens, self.format_options], sort_keys=True, default=str)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

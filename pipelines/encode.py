@@ -35,12 +35,13 @@ _ENCODERS_LOCK = threading.Lock()
 
 def build_encoder(config: PrepareConfig):
     """One ``im_data.Encoder`` for the run's settings (raises on a bad tokenizer or template)."""
-    from im_data import Encoder, load_tokenizer
+    from im_data import Encoder, FormatOptions, load_tokenizer
 
     tok = load_tokenizer(config.tokenizer)
     return Encoder(tok, chat_template=config.chat_template, policy=config.weight_policy(),
                    max_length=config.max_length, truncation=config.truncation,
-                   allow_special_tokens=config.allow_special_tokens)
+                   allow_special_tokens=config.allow_special_tokens,
+                   format_options=FormatOptions(**config.format_options))
 
 
 def get_encoder(config: PrepareConfig):

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="the N-th example (0-based; shard rows in manifest order, or records in reading order)")
     which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id")
     p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page")
+    p.add_argument("--tokens", action="store_true",
+                   help="print one plain line per token (position, text, id, role, weight) instead of the view")
     p.add_argument("--width", type=int, default=None, metavar="COLS", help="terminal width (default: detected)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default auto: only on a terminal; NO_COLOR is honoured)")
@@ -55,7 +57,7 @@ def register(subparsers) -> None:
 def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     from rich.console import Console
 
-    from im_data.render import render_html, render_terminal
+    from im_data.render import render_html, render_terminal, render_token_rows
 
     try:
         view = build(args)
@@ -66,7 +68,10 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     # --color always: 24-bit colour, so the weight scale stays continuous (auto: whatever the terminal supports)
     console = Console(width=args.width, force_terminal=force, no_color=args.color == "never" or None,
                       color_system="truecolor" if args.color == "always" else "auto", highlight=False)
-    render_terminal(view, console)
+    if args.tokens:
+        print(render_token_rows(view))
+    else:
+        render_terminal(view, console)
     if args.html:
         try:
             with open(args.html, "w", encoding="utf-8") as f:

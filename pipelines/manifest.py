@@ -33,8 +33,10 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
         if os.listdir(output_dir) and not overwrite:
             raise OutputError(f"{output_dir}: not empty (pass --overwrite to replace it)")
     parent = os.path.dirname(os.path.abspath(output_dir))
-    if not os.path.isdir(parent):
-        raise OutputError(f"{parent}: no such directory")
+    try:  # like `mkdir -p`: create missing parents of DIR
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create the directory ({exc.strerror})") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: not writable")
 

