@@ -373,26 +373,12 @@ def _configs(datasets: list[DatasetSpec], args: argparse.Namespace) -> list[tupl
 
 
 def _run_beam(configs: list[Any], args: argparse.Namespace, extra: list[str]) -> list[dict[str, Any]]:
-    import apache_beam as beam
-
-    from .prepare import _runner_and_options
+    from .prepare import run_beam
 
     results_dir = tempfile.mkdtemp(prefix="im-data-audit-")
     try:
-        runner, options, cluster = _runner_and_options(args, extra)
-        try:
-            p = beam.Pipeline(runner=runner, options=options)
-            build_audit_pipeline(p, configs, results_dir, max(int(args.scatter_sample), 1))
-            result = p.run()
-            try:
-                result.wait_until_finish()
-            finally:
-                client = getattr(result, "client", None)
-                if client is not None:
-                    client.close()
-        finally:
-            if cluster is not None:
-                cluster.close()
+        run_beam(args, extra, lambda p: build_audit_pipeline(p, configs, results_dir,
+                                                             max(int(args.scatter_sample), 1)))
         return collect_results(results_dir, len(configs))
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)

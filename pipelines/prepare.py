@@ -123,7 +123,7 @@ def plan(args: argparse.Namespace):
 
 
 # ----------------------------------------------------------------------------------------------- running
-def _runner_and_options(args: argparse.Namespace, beam_args: list[str]):
+def runner_and_options(args: argparse.Namespace, beam_args: list[str]):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     name = (args.runner or "direct").strip()
@@ -152,16 +152,15 @@ def _runner_and_options(args: argparse.Namespace, beam_args: list[str]):
     return runner, PipelineOptions(beam_args), cluster
 
 
-def execute(config, args: argparse.Namespace, beam_args: list[str]) -> None:
-    """Run the Beam pipeline into ``config.work_dir``."""
+def run_beam(args: argparse.Namespace, beam_args: list[str], build) -> None:
+    """Make the runner and options from the flags, apply ``build(pipeline)``, run it to completion and tear
+    down what was started for it (a Dask client or LocalCluster). Shared by ``prepare`` and ``audit``."""
     import apache_beam as beam
 
-    from .build import build_pipeline
-
-    runner, options, cluster = _runner_and_options(args, beam_args)
+    runner, options, cluster = runner_and_options(args, beam_args)
     try:
         p = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(p, config)
+        build(p)
         result = p.run()
         try:
             result.wait_until_finish()
@@ -172,6 +171,13 @@ def execute(config, args: argparse.Namespace, beam_args: list[str]) -> None:
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def execute(config, args: argparse.Namespace, beam_args: list[str]) -> None:
+    """Run the Beam pipeline into ``config.work_dir``."""
+    from .build import build_pipeline
+
+    run_beam(args, beam_args, lambda p: build_pipeline(p, config))
 
 
 def prepare(args: argparse.Namespace, beam_args: list[str] | None = None) -> dict[str, Any]:
