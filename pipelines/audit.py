@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", default="direct", help="direct (default), dask, or any Beam runner name")
     p.add_argument("--dask-address", default=None, metavar="ADDR", help="with --runner dask: a scheduler address")
     p.add_argument("--dask-workers", type=int, default=None, metavar="N", help="with --runner dask: local workers")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="max records per encode batch")
+    p.add_argument("--batch-size", type=int, default=1024, metavar="N", help="max records per encode batch")
 
 
 def register(subparsers) -> None:
