@@ -7,7 +7,6 @@ Encoder (and its tokenizer) is built once per worker process in ``DoFn.setup``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import threading
 import time

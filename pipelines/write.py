@@ -32,7 +32,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from .config import PrepareConfig
 
-from im_data.shards import COLUMN_ORDER, LIST_COLUMNS, SCALAR_COLUMNS, SHARD_SCHEMA  # noqa: E402,F401
+from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA  # noqa: E402
 
 SCHEMA = SHARD_SCHEMA
 RUN_BATCH_ROWS = 256  # rows per record batch inside a spilled run: what a merge cursor holds
@@ -45,24 +45,6 @@ def shard_of(example_id: str, num_shards: int) -> int:
 
 def shard_name(shard: int, num_shards: int, fmt: str) -> str:
     return f"shards/part-{shard:05d}-of-{num_shards:05d}.{fmt}"
-
-
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows from ``EncodedExample.to_row`` → an Arrow table with :data:`SCHEMA` (no per-token Python work)."""
-    arrays = []
-    n = len(rows)
-    for name in COLUMN_ORDER:
-        if name in LIST_COLUMNS:
-            dtype = LIST_COLUMNS[name].to_pandas_dtype()
-            parts = [np.asarray(r[name], dtype=dtype) for r in rows]
-            offsets = np.zeros(n + 1, dtype=np.int32)
-            if n:
-                np.cumsum([len(p) for p in parts], out=offsets[1:])
-            values = np.concatenate(parts) if n else np.zeros(0, dtype=dtype)
-            arrays.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, LIST_COLUMNS[name])))
-        else:
-            arrays.append(pa.array([r[name] for r in rows], SCALAR_COLUMNS[name]))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 def write_ipc_file(path: str, table: pa.Table) -> None:

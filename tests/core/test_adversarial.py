@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from core_helpers import content_runs as _content_runs
 from im_data import BUILTIN_TEMPLATES, Encoder, RecordError, WeightPolicy
 from im_data.roles import Role
 
@@ -35,15 +36,7 @@ def expected_content(template: str, content: str) -> str:
 
 def content_runs(ex):
     """Maximal runs of consecutive tokens with one content role: (role, [token indices])."""
-    runs = []
-    for i, r in enumerate(ex.roles.tolist()):
-        if r in (Role.TEMPLATE, Role.ASSISTANT_END):
-            continue
-        if runs and runs[-1][0] == r and runs[-1][1][-1] == i - 1:
-            runs[-1][1].append(i)
-        else:
-            runs.append((r, [i]))
-    return runs
+    return _content_runs(ex.roles.tolist())
 
 
 def check_example(ex, messages, template: str, end_tokens: list[str] | None = None,
@@ -56,7 +49,7 @@ def check_example(ex, messages, template: str, end_tokens: list[str] | None = No
     assert [int(r) for r, _ in runs] == [int(r) for r, _ in wanted], "role sequence of content runs"
     cursor = 0
     for (role, idx), (_, content) in zip(runs, wanted):
-        first, last = offsets[idx[0]], offsets[idx[-1]]
+        first = offsets[idx[0]]
         run_start, run_end = int(first[0]), int(max(offsets[i][1] for i in idx))
         assert run_start >= cursor, "runs must follow message order"
         run_text = text[run_start:run_end]

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core_helpers import content_runs
 from im_data import Encoder, RecordError, WeightPolicy
 from im_data.roles import Role
 
@@ -62,14 +63,7 @@ def conversations(draw, template):
 def check_content_runs(ex, messages, template):
     """Every content token overlaps the content of the message it is labelled with, in message order."""
     text, offsets, roles = ex.text, ex.offsets.tolist(), ex.roles.tolist()
-    runs = []
-    for i, r in enumerate(roles):
-        if r in (Role.TEMPLATE, Role.ASSISTANT_END):
-            continue
-        if runs and runs[-1][0] == r and runs[-1][1][-1] == i - 1:
-            runs[-1][1].append(i)
-        else:
-            runs.append((r, [i]))
+    runs = content_runs(roles)
     wanted = [(CONTENT_ROLES[x["role"]], x["content"].strip() if template in TRIMMING else x["content"])
               for x in messages]
     wanted = [w for w in wanted if w[1]]

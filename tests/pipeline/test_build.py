@@ -18,7 +18,13 @@ from pipelines.build import build_pipeline
 from pipelines.config import PrepareConfig
 from pipelines.manifest import make_work_dir
 from pipelines.read import expand_inputs
-from pipelines.write import merge_runs, rows_to_table, write_ipc_file
+from pipelines.write import SCHEMA, merge_runs, write_ipc_file
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Row dicts (numpy list values) → a table with the shard schema."""
+    plain = [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in r.items()} for r in rows]
+    return pa.Table.from_pylist(plain, schema=SCHEMA)
 
 
 def test_build_pipeline_branches(tmp_path, bad_expected):
