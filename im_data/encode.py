@@ -225,13 +225,16 @@ class Encoder:
         counts = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=k)
         total = int(counts.sum())
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
-        offsets = self._offsets_from_byte_lengths(convs, ids, counts)
+        seg = np.repeat(np.arange(k), counts)  # record of each token
+        # each record's text starts at char_base in the batch's texts joined with one separator character
+        char_len = np.fromiter((len(c.text) + 1 for c in convs), dtype=np.int64, count=k)
+        char_base = np.concatenate([[0], np.cumsum(char_len)[:-1]])
+        offsets = self._offsets_from_byte_lengths(convs, ids, counts, seg, char_base)
         if offsets is None:
             offsets = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(
                 e.offsets for e in encodings)), dtype=np.int64, count=2 * total).reshape(-1, 2)
-        roles = self._map_roles(convs, offsets, counts, ids)
+        roles = self._map_roles(convs, offsets, seg, char_base, int(char_len.sum()), ids)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        seg = np.repeat(np.arange(k), counts)
         errors: dict[int, RecordError] = {}
 
         if not self.allow_special_tokens:
@@ -321,7 +324,8 @@ class Encoder:
         return backend
 
     def _offsets_from_byte_lengths(self, convs: Sequence[RenderedConversation], ids: np.ndarray,
-                                   counts: np.ndarray) -> np.ndarray | None:
+                                   counts: np.ndarray, seg: np.ndarray, char_base: np.ndarray
+                                   ) -> np.ndarray | None:
         """Character offsets of every token from the byte length of each token id, for byte-level BPE
         tokenizers whose tokens concatenate to exactly the UTF-8 bytes of the text (checked per record).
 
@@ -334,12 +338,9 @@ class Encoder:
         blob = np.frombuffer("\x00".join([c.text for c in convs] + [""]).encode("utf-8"), dtype=np.uint8)
         is_char_start = (blob & 0xC0) != 0x80
         char_of_byte = np.cumsum(is_char_start) - 1
-        char_len = np.fromiter((len(c.text) + 1 for c in convs), dtype=np.int64, count=k)
-        char_base = np.concatenate([[0], np.cumsum(char_len)[:-1]])
         byte_base = np.flatnonzero(is_char_start)[char_base]
         record_bytes = np.diff(np.append(byte_base, blob.size)) - 1
         token_bytes = self._byte_len[ids]
-        seg = np.repeat(np.arange(k), counts)
         if not np.array_equal(np.bincount(seg, weights=token_bytes, minlength=k), record_bytes):
             return None
         cum = np.cumsum(token_bytes)
@@ -351,14 +352,13 @@ class Encoder:
         end_char = np.where(token_bytes > 0, char_of_byte[np.maximum(ends - 1, 0)] + 1, start_char)
         return np.stack([start_char, end_char], axis=1) - char_base[seg][:, None]
 
-    def _map_roles(self, convs: Sequence[RenderedConversation], offsets: np.ndarray, counts: np.ndarray,
-                   ids: np.ndarray) -> np.ndarray:
+    def _map_roles(self, convs: Sequence[RenderedConversation], offsets: np.ndarray, seg: np.ndarray,
+                   char_base: np.ndarray, total_chars: int, ids: np.ndarray) -> np.ndarray:
         """Character spans → token roles for the whole batch at once (numpy, no per-token Python).
 
-        ``offsets`` [total, 2] and ``ids`` [total] are the batch's tokens concatenated, ``counts`` per record."""
-        lengths = np.fromiter((len(c.text) + 1 for c in convs), dtype=np.int64, count=len(convs))
-        char_base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        key = np.zeros(int(lengths.sum()), dtype=np.int16)  # +1 sentinel char per record keeps indices in range
+        ``offsets`` [total, 2] (per-record character offsets), ``ids`` and ``seg`` (record of each token) are the
+        batch's tokens concatenated; record r's characters start at ``char_base[r]``."""
+        key = np.zeros(total_chars, dtype=np.int16)  # +1 separator char per record keeps indices in range
         region = np.zeros_like(key, dtype=np.int32)
         n_regions = 0
         for base, conv in zip(char_base.tolist(), convs):
@@ -370,7 +370,7 @@ class Encoder:
                 key[base + start: base + end] = _CONTENT + ROLE_CODES[role]
         if ids.size == 0:
             return np.zeros(0, dtype=np.int8)
-        global_offsets = offsets + np.repeat(char_base, counts)[:, None]
+        global_offsets = offsets + char_base[seg][:, None]
         token_key = np.maximum.reduceat(key, global_offsets.reshape(-1))[::2]  # max over [s_i, e_i)
         roles = np.where(token_key >= _CONTENT, token_key - _CONTENT,
                          np.where(token_key >= _AFTER, int(Role.ASSISTANT_END), int(Role.TEMPLATE))).astype(np.int8)
