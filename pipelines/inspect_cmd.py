@@ -24,14 +24,15 @@ class InspectError(UsageError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="SHARD_DIR|INPUT",
-                   help="a prepared shard directory (with manifest.json) or a raw input in any format `prepare` reads")
+                   help="a prepared shard directory (with manifest.json) or a raw input in any format prepare reads")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, default=None, metavar="N",
-                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order)")
-    which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id")
-    p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page")
+                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order) (default: 0)")
+    which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id (default: use --index)")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page (default: none)")
     p.add_argument("--tokens", action="store_true",
-                   help="print one plain line per token (position, text, id, role, weight) instead of the view")
+                   help="print one plain line per token (position, text, id, role, weight) instead of the view "
+                        "(default: off)")
     p.add_argument("--width", type=int, default=None, metavar="COLS", help="terminal width (default: detected)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default auto: only on a terminal; NO_COLOR is honoured)")
