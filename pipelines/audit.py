@@ -22,7 +22,6 @@ from typing import Any, Iterator
 import numpy as np
 
 DEFAULT_SAMPLE = 20_000
-MANIFEST = "manifest.json"
 
 
 class AuditError(RuntimeError):
@@ -122,15 +121,20 @@ def _default_label(spec: str) -> str:
 
 
 def is_shard_dir(path: str) -> bool:
-    """A directory produced by ``prepare``: it has ``manifest.json``, or (broken) ``shards/`` or ``stats.json``
-    without being a ``save_to_disk`` dataset."""
+    """A directory (or URL) produced by ``prepare``: it has ``manifest.json``, or it is a local directory that is
+    not a ``save_to_disk`` dataset (then treated as a broken shard directory, so the error names the manifest)."""
+    from im_data import storage
+    from im_data.dataset import is_prepared_dir
+
+    if is_prepared_dir(path):
+        return True
+    if storage.is_url(path):
+        return False
+    path = storage.local_path(path)
     if not os.path.isdir(path):
         return False
-    if os.path.isfile(os.path.join(path, MANIFEST)):
-        return True
-    if os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json")):
-        return False
-    return True  # any other directory: treated as a (broken) shard directory, so the error names the manifest
+    return not (os.path.isfile(os.path.join(path, "dataset_dict.json"))
+                or os.path.isfile(os.path.join(path, "state.json")))
 
 
 def group_inputs(inputs: list[str], names: list[str] | None) -> list[DatasetSpec]:
@@ -151,66 +155,19 @@ def group_inputs(inputs: list[str], names: list[str] | None) -> list[DatasetSpec
     datasets: dict[str, DatasetSpec] = {}
     for label, spec in zip(labels, inputs):
         ds = datasets.setdefault(label, DatasetSpec(label))
-        (ds.shard_dirs if is_shard_dir(os.path.expanduser(spec)) else ds.raw).append(spec)
+        (ds.shard_dirs if is_shard_dir(spec) else ds.raw).append(spec)
     return list(datasets.values())
 
 
 # ---------------------------------------------------------------------------------------- shard dirs
-def read_manifest(path: str) -> dict[str, Any]:
-    mpath = os.path.join(path, MANIFEST)
-    if not os.path.isfile(mpath):
-        raise AuditError(f"{path}: no {MANIFEST}: not a prepared shard directory (or `im-data prepare` did not "
-                         "finish), and not a save_to_disk dataset")
-    try:
-        with open(mpath, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AuditError(f"{mpath}: unreadable manifest: {str(exc).splitlines()[0]}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise AuditError(f"{mpath}: not an im-data manifest (no shard list)")
-    return manifest
-
-
-def iter_arrow_batches(spath: str, columns: list[str] | None = None) -> Iterator[Any]:
-    """Record batches of one shard file: Parquet, Arrow IPC stream (what ``prepare`` writes) or IPC file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def open_prepared(path: str):
+    """:class:`im_data.dataset.PreparedDataset` of a shard directory; :class:`AuditError` when it is not one."""
+    from im_data.dataset import ManifestError, PreparedDataset
 
     try:
-        if spath.endswith(".parquet"):
-            yield from pq.ParquetFile(spath).iter_batches(columns=columns, batch_size=4096)
-            return
-        with pa.memory_map(spath, "r") as source:
-            try:
-                reader = pa.ipc.open_stream(source)
-                batches = iter(reader)
-            except pa.ArrowInvalid:
-                source.seek(0)
-                f = pa.ipc.open_file(source)
-                batches = (f.get_batch(i) for i in range(f.num_record_batches))
-            for batch in batches:
-                yield batch.select(columns) if columns else batch
-    except (OSError, pa.ArrowException, KeyError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AuditError(f"{spath}: unreadable shard: {msg}") from None
-
-
-def read_arrow_table(spath: str, columns: list[str] | None = None) -> Any:
-    import pyarrow as pa
-
-    batches = list(iter_arrow_batches(spath, columns))
-    if not batches:
-        from .write import SCHEMA
-
-        schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
-        return schema.empty_table()
-    return pa.Table.from_batches(batches)
-
-
-def iter_shard_batches(path: str, manifest: dict[str, Any], columns: list[str]) -> Iterator[Any]:
-    """Record batches of the given columns, shard by shard in manifest order."""
-    for shard in manifest["shards"]:
-        yield from iter_arrow_batches(os.path.join(path, shard["path"]), columns)
+        return PreparedDataset.open(path)
+    except ManifestError as exc:
+        raise AuditError(str(exc).splitlines()[0]) from None
 
 
 def _list_column(batch, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -230,11 +187,17 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     from im_data import LengthStats
     from im_data.roles import NUM_ROLES, Role
 
-    manifest = read_manifest(path)
+    from im_data.dataset import ManifestError
+
+    prepared = open_prepared(path)
     stats = LengthStats()
     lengths: list[np.ndarray] = []
     cols = ["roles", "loss_weights", "num_instruction_tokens", "num_output_tokens", "truncated"]
-    for batch in iter_shard_batches(path, manifest, cols):
+    try:
+        batches = list(prepared.iter_batches(split=None, columns=cols))
+    except ManifestError as exc:
+        raise AuditError(str(exc).splitlines()[0]) from None
+    for batch in batches:
         n = batch.num_rows
         if n == 0:
             continue
@@ -256,7 +219,7 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     pairs = np.concatenate(lengths) if lengths else np.zeros((0, 2), dtype=np.int64)
     if len(pairs) > sample_size:
         pairs = pairs[np.random.default_rng(seed).choice(len(pairs), sample_size, replace=False)]
-    return stats, pairs, manifest
+    return stats, pairs, prepared.manifest
 
 
 # ------------------------------------------------------------------------------------------ Beam part
@@ -405,15 +368,14 @@ def run_audit(args: argparse.Namespace, extra: list[str] | None = None):
     # shard directories first: cheap, and a missing manifest should fail before the pipeline runs
     for ds in datasets:
         for spec in ds.shard_dirs:
-            s, pairs, manifest = shard_dir_stats(os.path.expanduser(spec), args.scatter_sample)
+            s, pairs, manifest = shard_dir_stats(spec, args.scatter_sample)
             stats[ds.name].merge(s)
             lengths[ds.name].append(pairs)
             info = extra_info[ds.name]
             info["shard_dirs"].append(spec)
-            info["max_length"] = manifest.get("max_length")
-            counts = manifest.get("counts", {}) or {}
-            info["read"] += int(counts.get("read", s.count))
-            for reason, c in (counts.get("rejected_by_reason") or {}).items():
+            info["max_length"] = manifest.max_length
+            info["read"] += manifest.counts.read
+            for reason, c in manifest.counts.rejected_by_reason.items():
                 info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
     configs = _configs(datasets, args)
     if configs:

@@ -8,17 +8,18 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterator
 
 import apache_beam as beam
+
+from im_data import storage
 
 from .config import PrepareConfig
 from .encode import EncodeExamples
 from .read import ReadExamples
 from .rejects import WriteRejects
 from .stats import ComputeStats, CountRecords, empty_stats
-from .write import WriteShards
+from .write import WriteShards, total_shards
 
 SUMMARY_FILE = "_summary.json"
 
@@ -50,11 +51,9 @@ class _WriteSummaryFn(beam.DoFn):
 
     def process(self, element) -> Iterator[dict[str, Any]]:
         _, items = element
-        summary = assemble_summary(list(items), self.config.num_shards)
-        tmp = os.path.join(self.config.work_dir, SUMMARY_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, sort_keys=True)
-        os.replace(tmp, os.path.join(self.config.work_dir, SUMMARY_FILE))
+        summary = assemble_summary(list(items), total_shards(self.config))
+        storage.write_bytes_atomic(storage.join(self.config.work_dir, SUMMARY_FILE),
+                                   json.dumps(summary, sort_keys=True).encode("utf-8"))
         yield summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 FORMATS = ("arrow", "parquet")
@@ -34,6 +35,8 @@ class PrepareConfig:
     run_buffer_bytes: int = 16 << 20          # rows buffered per writer before a sorted run is spilled
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
+    eval_fraction: float = 0.0                # share of examples in the evaluation split (by example_id)
+    eval_split: str = "test"                  # the evaluation split's name
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -42,6 +45,11 @@ class PrepareConfig:
             raise ValueError(f"--truncation must be one of {TRUNCATIONS}, got {self.truncation!r}")
         if self.num_shards < 1:
             raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == "train":
+            raise ValueError(f"--eval-split must be a word other than 'train' (letters, digits, _), "
+                             f"got {self.eval_split!r}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"--max-length must be >= 1, got {self.max_length}")
 

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -52,7 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(KEY: messages, prompt, completion, instruction, input, output, system, conversations)")
     p.add_argument("--format", choices=("arrow", "parquet"), default="arrow", help="shard format (default arrow)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default 1)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier im-data output in DIR (only the files its manifest lists; a folder "
+                        "holding anything else is refused)")
+    p.add_argument("--eval-fraction", type=float, default=0.0, metavar="F",
+                   help="put a fraction F of the examples into an evaluation split, chosen by a hash of the "
+                        "example id (deterministic; default 0: none)")
+    p.add_argument("--eval-split", default="test", metavar="NAME",
+                   help="name of the evaluation split (default test, what `trl sft` evaluates on)")
     p.add_argument("--runner", default="direct",
                    help="direct (default), dask, or any Beam runner name (DataflowRunner, FlinkRunner, ...)")
     p.add_argument("--dask-address", default=None, metavar="ADDR",
@@ -90,7 +96,7 @@ def make_policy(args: argparse.Namespace):
 
 def plan(args: argparse.Namespace):
     """Validate everything and build the run's config: ``(PrepareConfig, encoder metadata)``."""
-    from im_data import ChatTemplate, FormatOptions, load_tokenizer
+    from im_data import ChatTemplate, FormatOptions, load_tokenizer, storage
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
     from .config import PrepareConfig
@@ -103,7 +109,7 @@ def plan(args: argparse.Namespace):
         sources = expand_inputs(inputs)
         if not args.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
-        check_output_dir(args.output, args.overwrite)
+        check_output_dir(args.output, args.overwrite, [s.path for s in sources if s.kind != "hub"])
         policy = make_policy(args)
         tok = load_tokenizer(args.tokenizer)
         # resolve a template file here, so that remote workers get its text rather than a local path
@@ -111,11 +117,12 @@ def plan(args: argparse.Namespace):
         if template is not None:
             template = ChatTemplate.resolve(template, tok)
         config = PrepareConfig(
-            sources=sources, work_dir="", output_dir=os.path.abspath(args.output), tokenizer=args.tokenizer,
+            sources=sources, work_dir="", output_dir=storage.normalize(args.output), tokenizer=args.tokenizer,
             chat_template=template, policy=policy.to_dict(), max_length=args.max_length,
             truncation=args.truncation, allow_special_tokens=args.allow_special_tokens, format=args.format,
             format_options=dataclasses.asdict(FormatOptions.from_cli(args.input_format, args.columns)),
-            num_shards=args.num_shards, batch_size=args.batch_size)
+            num_shards=args.num_shards, batch_size=args.batch_size, eval_fraction=args.eval_fraction,
+            eval_split=args.eval_split)
         encoder = build_encoder(config)
     except (InputError, OutputError, TokenizerLoadError, SetupError, ValueError, OSError) as exc:
         raise SetupError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
@@ -183,24 +190,33 @@ def execute(config, args: argparse.Namespace, beam_args: list[str]) -> None:
 def prepare(args: argparse.Namespace, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Plan, run and publish. Returns ``{"manifest", "stats", "wall_s", "tokens_per_s", "output_dir"}``."""
     import im_data
+    from im_data import storage
+    from im_data.card import render_card
 
-    from .manifest import build_manifest, make_work_dir, publish, read_summary
+    from .manifest import OutputError, add_reject_tables, build_manifest, make_work_dir, publish, read_summary, remove_stale_runs
 
     start = time.perf_counter()
     config, meta = plan(args)
+    remove_stale_runs(config.output_dir)
     work_dir = make_work_dir(config.output_dir)
     config = dataclasses.replace(config, work_dir=work_dir)
     try:
         started = time.perf_counter()
         execute(config, args, beam_args or [])
         pipeline_s = time.perf_counter() - started
-        summary = read_summary(work_dir)
+        summary = add_reject_tables(work_dir, read_summary(work_dir), config.format)
         manifest = build_manifest(summary, meta, tokenizer_name=args.tokenizer, fmt=config.format,
-                                  inputs=[s.label for s in config.sources], package_version=im_data.__version__)
-        publish(work_dir, config.output_dir, manifest, summary["stats"], args.overwrite)
+                                  inputs=[s.label for s in config.sources], package_version=im_data.__version__,
+                                  eval_fraction=config.eval_fraction)
+        card = render_card(manifest, summary["stats"], location=config.output_dir)
+        try:
+            publish(work_dir, config.output_dir, manifest, summary["stats"], card, args.overwrite)
+        except OutputError as exc:
+            raise SetupError(str(exc)) from None
     except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        storage.remove_tree(work_dir)
         raise
+    manifest = manifest.to_dict()
     wall = time.perf_counter() - start
     tokens = sum(manifest["tokens_per_role"].values())
     return {"manifest": manifest, "stats": summary["stats"], "wall_s": wall, "pipeline_s": pipeline_s,

@@ -170,14 +170,14 @@ def test_up_front_failures_are_one_line(tmp_path, capsys):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "im-data-tmp" in p.name]
 
 
-def test_non_empty_output_needs_overwrite(tmp_path, capsys):
+def test_non_empty_output_is_refused_even_with_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert run_cli("prepare", BAD, "-o", out, "-q") == 2
-    assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert run_cli("prepare", BAD, "-o", out, "-q", "--overwrite") == 0
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert "not an im-data output" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert run_cli("prepare", BAD, "-o", out, "-q", "--overwrite") == 2
+    assert (out / "keep.txt").read_text() == "x" and not (out / "manifest.json").exists()
 
 
 def test_a_run_that_dies_leaves_no_manifest(tmp_path):
