@@ -42,6 +42,13 @@ def filesystem(path: str | os.PathLike):
     return url_to_fs(os.fspath(path) if is_url(path) else local_path(path))
 
 
+def _fresh(path: str | os.PathLike):
+    """``filesystem(path)`` with its listing cache dropped: other processes (Beam workers) write there too."""
+    fs, p = filesystem(path)
+    fs.invalidate_cache()
+    return fs, p
+
+
 def join(base: str | os.PathLike, *parts: str) -> str:
     if is_url(base):
         return posixpath.join(os.fspath(base).rstrip("/"), *parts)
@@ -84,21 +91,21 @@ def open_file(path: str | os.PathLike, mode: str = "rb") -> IO[Any]:
 def exists(path: str | os.PathLike) -> bool:
     if not is_url(path):
         return os.path.exists(local_path(path))
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     return fs.exists(p)
 
 
 def isfile(path: str | os.PathLike) -> bool:
     if not is_url(path):
         return os.path.isfile(local_path(path))
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     return fs.isfile(p)
 
 
 def isdir(path: str | os.PathLike) -> bool:
     if not is_url(path):
         return os.path.isdir(local_path(path))
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     return fs.isdir(p)
 
 
@@ -117,7 +124,7 @@ def list_files(root: str | os.PathLike) -> list[str]:
             for name in files:
                 out.append(os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/"))
         return sorted(out)
-    fs, p = filesystem(root)
+    fs, p = _fresh(root)
     if not fs.exists(p):
         return []
     prefix = p.rstrip("/") + "/"
@@ -128,14 +135,14 @@ def list_dir(path: str | os.PathLike) -> list[str]:
     """Names directly inside a directory / prefix (files and sub-directories)."""
     if not is_url(path):
         return sorted(os.listdir(local_path(path)))
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
 
 
 def size(path: str | os.PathLike) -> int:
     if not is_url(path):
         return os.path.getsize(local_path(path))
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     return int(fs.size(p))
 
 
@@ -143,7 +150,7 @@ def modified(path: str | os.PathLike) -> float | None:
     """Modification time (seconds since the epoch), None when the filesystem does not say."""
     if not is_url(path):
         return os.path.getmtime(local_path(path))
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     try:
         return fs.modified(p).timestamp()
     except (NotImplementedError, AttributeError, OSError, ValueError):
@@ -158,7 +165,7 @@ def remove(path: str | os.PathLike) -> None:
         except FileNotFoundError:
             pass
         return
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     if fs.exists(p):
         fs.rm_file(p)
 
@@ -170,7 +177,7 @@ def remove_tree(path: str | os.PathLike) -> None:
 
         shutil.rmtree(local_path(path), ignore_errors=True)
         return
-    fs, p = filesystem(path)
+    fs, p = _fresh(path)
     if fs.exists(p):
         fs.rm(p, recursive=True)
 

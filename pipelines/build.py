@@ -3,6 +3,8 @@
     ReadExamples ─► EncodeExamples ─┬─► rows ──────► WriteShards ─┐
          │                          ├─► stats ─────► ComputeStats ├─► Summarize (_summary.json)
          └─► CountRecords           └─► rejects ───► WriteRejects ┘
+
+plus Beam metrics counters (namespace ``im_data``: read, written, rejected, rejected_<reason>).
 """
 
 from __future__ import annotations
@@ -74,6 +76,36 @@ class Summarize(beam.PTransform):
                 | "Write" >> beam.ParDo(_WriteSummaryFn(self.config)))
 
 
+METRICS_NAMESPACE = "im_data"
+
+
+class _CountFn(beam.DoFn):
+    """Beam metrics counters, so a runner's UI shows the counts while the job runs: ``read`` (records),
+    ``written`` (rows, counted per record batch), ``rejected`` and ``rejected_<reason>``. Outputs nothing."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def setup(self) -> None:
+        self.counters: dict[str, Any] = {}
+
+    def _inc(self, name: str, n: int = 1) -> None:
+        counter = self.counters.get(name)
+        if counter is None:
+            counter = self.counters[name] = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+        counter.inc(n)
+
+    def process(self, element) -> Iterator[Any]:
+        if self.kind == "written":
+            self._inc("written", element.num_rows)
+        elif self.kind == "rejected":
+            self._inc("rejected")
+            self._inc(f"rejected_{element['reason']}")
+        else:
+            self._inc(self.kind)
+        return iter(())
+
+
 def _tag(kind: str):
     return lambda value: (kind, value)
 
@@ -86,6 +118,8 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     stats = encoded.stats | "ComputeStats" >> ComputeStats()
     reject_files = encoded.rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
+    for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", encoded.rejects)):
+        _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind))
     summary = ([shards | "TagShards" >> beam.Map(_tag("shard")),
                 stats | "TagStats" >> beam.Map(_tag("stats")),
                 reject_files | "TagRejects" >> beam.Map(_tag("rejects")),

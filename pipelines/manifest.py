@@ -8,7 +8,8 @@ manifest, dataset card, publishing.
   move is a rename), which holds ``_owner.json`` (host, pid, start time).
 * **Stale run folders** of dead runs on the same output are removed by the next run (:func:`remove_stale_runs`):
   a folder named ``.<name>.im-data-tmp-*`` or ``.<name>.im-data-old-*`` whose owner is a process of this host
-  that no longer exists, or that is older than :data:`STALE_AFTER_S` (24 h) whoever made it.
+  that no longer exists, or that is older than :data:`STALE_AFTER_S` (24 h) whoever made it. The folder of a run
+  that failed on its reject rate (``_failed.json``) is kept: it holds the dead letters the error message names.
 * **Publishing** (:func:`publish`): ``stats.json`` and ``README.md`` go into the run folder and ``manifest.json``
   last. Locally the run folder then replaces ``DIR`` in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux;
   two renames elsewhere), so a reader, or a run killed at any point, sees the old complete output or the new
@@ -39,6 +40,7 @@ from .write import RUNS_DIR, SCHEMA
 
 LOG = logging.getLogger("im_data.prepare")
 OWNER_FILE = "_owner.json"
+FAILED_FILE = "_failed.json"   # marks the kept run folder of a run that failed on its reject rate
 TMP_MARK = ".im-data-tmp-"
 OLD_MARK = ".im-data-old-"
 STALE_AFTER_S = 24 * 3600
@@ -127,6 +129,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _is_stale(folder: str, now: float) -> bool:
+    if storage.exists(storage.join(folder, FAILED_FILE)):
+        return False  # kept on purpose: the dead letters of a failed run, for the user to read
     owner_path = storage.join(folder, OWNER_FILE)
     try:
         owner = json.loads(storage.read_bytes(owner_path))
@@ -283,6 +287,19 @@ def _delete_owned(folder: str, manifest: Manifest) -> list[str]:
             except OSError:
                 pass
     return left
+
+
+def keep_failed_run(work_dir: str, stats: dict[str, Any]) -> str:
+    """A run that failed on its reject rate: drop the shards, keep the dead letters and the statistics in the run
+    folder (marked, so that later runs do not remove it) and return the folder."""
+    for sub in (RUNS_DIR, "shards"):
+        storage.remove_tree(storage.join(work_dir, sub))
+    storage.remove(storage.join(work_dir, SUMMARY_FILE))
+    storage.write_bytes_atomic(storage.join(work_dir, STATS_FILE),
+                               (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+    storage.write_bytes_atomic(storage.join(work_dir, FAILED_FILE),
+                               json.dumps({"failed_at": time.time(), "reason": "reject rate"}).encode())
+    return work_dir
 
 
 def _finish_work_dir(work_dir: str, manifest: Manifest, stats: dict[str, Any], card: str) -> None:

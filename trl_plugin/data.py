@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset, is_prepared_dir,
-                             read_manifest)
+from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset,  # noqa: F401 (re-exported)
+                             is_prepared_dir, read_manifest)
 from im_data.tokenizer import tokenizer_fingerprint
 
 #: ``Dataset.info.description`` prefix that carries the manifest's tokenizer fingerprint through `map`/`shuffle`.

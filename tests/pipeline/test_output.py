@@ -273,3 +273,61 @@ def test_shard_files_are_arrow_ipc_streams(eval_out):
     for path in prepared.shard_files(None):
         with pa.memory_map(path) as src:
             assert pa.ipc.open_stream(src).schema.names[0] == "input_ids"
+
+
+# ------------------------------------------------------------------------------------------ reject rates
+def test_an_all_rejected_run_exits_3_and_publishes_nothing(tmp_path, capsys):
+    src = tmp_path / "junk.jsonl"
+    src.write_text("not json\n{\"messages\": []}\n[1, 2]\n")
+    out = tmp_path / "out"
+    assert run_cli("prepare", BAD, "-o", out, "-q") == 0
+    before = _tree(out)
+    assert run_cli("prepare", src, "-o", out, "-q", "--overwrite") == 3
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("im-data prepare: error: no example was written: all 3 records were rejected")
+    assert "│ read" in err and "│ rejected" in err  # the summary table
+    rejects = Path(last.rsplit(" in ", 1)[1])
+    assert sum(len(p.read_text().splitlines()) for p in rejects.glob("*.jsonl")) == 3
+    assert _tree(out) == before  # the earlier output is untouched; no manifest of the failed run anywhere
+    assert not list(rejects.parent.glob("shards/*")) and not (rejects.parent / MANIFEST_FILE).exists()
+    # the kept dead letters survive later runs on the same output
+    assert run_cli("prepare", BAD, "-o", tmp_path / "out", "-q", "--overwrite") == 0 and rejects.is_dir()
+
+
+def test_max_reject_rate(tmp_path, capsys, caplog):
+    # bad.jsonl: 12 of 16 records are rejected (75 %)
+    assert run_cli("prepare", BAD, "-o", tmp_path / "strict", "-q", "--max-reject-rate", "0.5") == 3
+    err = capsys.readouterr().err
+    assert "12 of 16 records were rejected (75.0 %), more than --max-reject-rate 0.5" in err
+    assert not (tmp_path / "strict").exists()
+    with caplog.at_level("WARNING", logger="im_data.prepare"):
+        assert run_cli("prepare", BAD, "-o", tmp_path / "lenient", "-q", "--max-reject-rate", "0.8") == 0
+    assert any("12 of 16 records were rejected (75.0 %)" in r.getMessage() and "rejects" in r.getMessage()
+               for r in caplog.records)
+    assert is_prepared_dir(tmp_path / "lenient")
+    assert run_cli("prepare", BAD, "-o", tmp_path / "x", "--max-reject-rate", "1.5") == 2
+
+
+def test_beam_metrics_count_read_written_and_rejected(tmp_path):
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from pipelines.build import METRICS_NAMESPACE, build_pipeline
+    from pipelines.config import PrepareConfig
+    from pipelines.manifest import make_work_dir
+    from pipelines.read import expand_inputs
+
+    config = PrepareConfig(sources=expand_inputs([str(BAD)]), work_dir=make_work_dir(str(tmp_path / "out")),
+                           num_shards=2)
+    p = beam.Pipeline(runner="DirectRunner")
+    build_pipeline(p, config)
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed
+                for c in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]}
+    assert run_cli("prepare", BAD, "-o", tmp_path / "published", "-q") == 0
+    counts = read_manifest(tmp_path / "published").counts
+    expected = {"read": counts.read, "written": counts.written, "rejected": counts.rejected}
+    expected.update({f"rejected_{reason}": n for reason, n in counts.rejected_by_reason.items()})
+    assert counters == expected
