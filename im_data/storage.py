@@ -81,11 +81,12 @@ def relative_to(path: str, root: str) -> str | None:
     return p[len(r.rstrip(sep)) + 1:].replace(os.sep, "/")
 
 
-def open_file(path: str | os.PathLike, mode: str = "rb") -> IO[Any]:
+def open_file(path: str | os.PathLike, mode: str = "rb", **kwargs: Any) -> IO[Any]:
+    """``open`` for a local path, the filesystem's ``open`` for a URL (text modes take ``encoding=`` etc.)."""
     if not is_url(path):
-        return open(local_path(path), mode)
+        return open(local_path(path), mode, **kwargs)
     fs, p = filesystem(path)
-    return fs.open(p, mode)
+    return fs.open(p, mode, **kwargs)
 
 
 def exists(path: str | os.PathLike) -> bool:
