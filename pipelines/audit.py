@@ -23,7 +23,7 @@ import numpy as np
 from .options import (DEFAULT_SCATTER_SAMPLE, AuditOptions, UsageError, add_encoder_arguments, add_runner_arguments,
                       check_input_specs, encoder_options_from_args, plain_description, runner_options_from_args,
                       usage_error)
-from .shard_dir import is_shard_dir, iter_shard_batches, read_manifest
+from .shard_dir import is_shard_dir, open_prepared, shard_dir_error
 
 class AuditError(UsageError):
     """Bad input or setup: reported as one line on stderr with exit status 2."""
@@ -142,7 +142,7 @@ def group_inputs(inputs: list[str], names: list[str] | None) -> list[DatasetSpec
     datasets: dict[str, DatasetSpec] = {}
     for label, spec in zip(labels, inputs):
         ds = datasets.setdefault(label, DatasetSpec(label))
-        (ds.shard_dirs if is_shard_dir(os.path.expanduser(spec)) else ds.raw).append(spec)
+        (ds.shard_dirs if is_shard_dir(spec) else ds.raw).append(spec)
     return list(datasets.values())
 
 
@@ -155,7 +155,7 @@ def _list_column(batch, name: str) -> tuple[np.ndarray, np.ndarray]:
     return values, np.diff(offsets)
 
 
-def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np.ndarray, dict[str, Any]]:
+def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np.ndarray, Any]:
     """``(LengthStats, sampled (instruction, output) lengths, manifest)`` from a prepared shard directory.
 
     Lengths come from the ``num_*`` columns (before truncation, as in ``prepare``); tokens and weight mass per role
@@ -164,11 +164,17 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     from im_data import LengthStats
     from im_data.roles import NUM_ROLES, Role
 
-    manifest = read_manifest(path)
+    from im_data.dataset import ManifestError
+
+    prepared = open_prepared(path)
     stats = LengthStats()
     lengths: list[np.ndarray] = []
     cols = ["roles", "loss_weights", "num_instruction_tokens", "num_output_tokens", "truncated"]
-    for batch in iter_shard_batches(path, manifest, cols):
+    try:
+        batches = list(prepared.iter_batches(split=None, columns=cols))
+    except ManifestError as exc:
+        raise shard_dir_error(exc) from None
+    for batch in batches:
         n = batch.num_rows
         if n == 0:
             continue
@@ -190,7 +196,7 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     pairs = np.concatenate(lengths) if lengths else np.zeros((0, 2), dtype=np.int64)
     if len(pairs) > sample_size:
         pairs = pairs[np.random.default_rng(seed).choice(len(pairs), sample_size, replace=False)]
-    return stats, pairs, manifest
+    return stats, pairs, prepared.manifest
 
 
 # ------------------------------------------------------------------------------------------ Beam part
@@ -336,15 +342,14 @@ def audit(config: AuditOptions, pipeline_options: Any = None) -> AuditResult:
     # shard directories first: cheap, and a missing manifest should fail before the pipeline runs
     for ds in datasets:
         for spec in ds.shard_dirs:
-            s, pairs, manifest = shard_dir_stats(os.path.expanduser(spec), options.scatter_sample)
+            s, pairs, manifest = shard_dir_stats(spec, options.scatter_sample)
             stats[ds.name].merge(s)
             lengths[ds.name].append(pairs)
             info = extra_info[ds.name]
             info["shard_dirs"].append(spec)
-            info["max_length"] = manifest.get("max_length")
-            counts = manifest.get("counts", {}) or {}
-            info["read"] += int(counts.get("read", s.count))
-            for reason, c in (counts.get("rejected_by_reason") or {}).items():
+            info["max_length"] = manifest.max_length
+            info["read"] += manifest.counts.read
+            for reason, c in manifest.counts.rejected_by_reason.items():
                 info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
     configs = _configs(datasets, options)
     if configs:

@@ -3,22 +3,25 @@
     ReadExamples ─► EncodeExamples ─┬─► rows ──────► WriteShards ─┐
          │                          ├─► stats ─────► ComputeStats ├─► Summarize (_summary.json)
          └─► CountRecords           └─► rejects ───► WriteRejects ┘
+
+plus Beam metrics counters (namespace ``im_data``: read, written, rejected, rejected_<reason>).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterator
 
 import apache_beam as beam
+
+from im_data import storage
 
 from .config import PrepareConfig
 from .encode import EncodeExamples
 from .read import ReadExamples
 from .rejects import WriteRejects
 from .stats import ComputeStats, CountRecords, empty_stats
-from .write import WriteShards
+from .write import WriteShards, total_shards
 
 SUMMARY_FILE = "_summary.json"
 
@@ -50,11 +53,9 @@ class _WriteSummaryFn(beam.DoFn):
 
     def process(self, element) -> Iterator[dict[str, Any]]:
         _, items = element
-        summary = assemble_summary(list(items), self.config.num_shards)
-        tmp = os.path.join(self.config.work_dir, SUMMARY_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, sort_keys=True)
-        os.replace(tmp, os.path.join(self.config.work_dir, SUMMARY_FILE))
+        summary = assemble_summary(list(items), total_shards(self.config))
+        storage.write_bytes_atomic(storage.join(self.config.work_dir, SUMMARY_FILE),
+                                   json.dumps(summary, sort_keys=True).encode("utf-8"))
         yield summary
 
 
@@ -75,6 +76,36 @@ class Summarize(beam.PTransform):
                 | "Write" >> beam.ParDo(_WriteSummaryFn(self.config)))
 
 
+METRICS_NAMESPACE = "im_data"
+
+
+class _CountFn(beam.DoFn):
+    """Beam metrics counters, so a runner's UI shows the counts while the job runs: ``read`` (records),
+    ``written`` (rows, counted per record batch), ``rejected`` and ``rejected_<reason>``. Outputs nothing."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def setup(self) -> None:
+        self.counters: dict[str, Any] = {}
+
+    def _inc(self, name: str, n: int = 1) -> None:
+        counter = self.counters.get(name)
+        if counter is None:
+            counter = self.counters[name] = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+        counter.inc(n)
+
+    def process(self, element) -> Iterator[Any]:
+        if self.kind == "written":
+            self._inc("written", element.num_rows)
+        elif self.kind == "rejected":
+            self._inc("rejected")
+            self._inc(f"rejected_{element['reason']}")
+        else:
+            self._inc(self.kind)
+        return iter(())
+
+
 def _tag(kind: str):
     return lambda value: (kind, value)
 
@@ -87,6 +118,8 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     stats = encoded.stats | "ComputeStats" >> ComputeStats()
     reject_files = encoded.rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
+    for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", encoded.rejects)):
+        _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind))
     summary = ([shards | "TagShards" >> beam.Map(_tag("shard")),
                 stats | "TagStats" >> beam.Map(_tag("stats")),
                 reject_files | "TagRejects" >> beam.Map(_tag("rejects")),

@@ -15,7 +15,7 @@ from typing import Any
 
 from .options import (UsageError, add_encoder_arguments, check_input_specs, encoder_options_from_args,
                       plain_description, usage_error)
-from .shard_dir import is_shard_dir, read_arrow_table, read_manifest
+from .shard_dir import is_shard_dir, open_prepared, shard_dir_error
 
 
 class InspectError(UsageError):
@@ -76,80 +76,81 @@ def build(args: argparse.Namespace):
     if args.index is not None and args.index < 0:
         raise InspectError(f"--index must be >= 0, got {args.index}")
     check_input_specs([args.target])
-    target = os.path.expanduser(args.target)
-    if os.path.isdir(target) and is_shard_dir(target):
-        return view_from_shard_dir(target, args)
+    if is_shard_dir(args.target):
+        return view_from_shard_dir(args.target, args)
     return view_from_raw(args.target, args)
 
 
 # ------------------------------------------------------------------------------------------- shard dirs
-def _shard_tokenizer(manifest: dict[str, Any], override: str | None):
+def _shard_tokenizer(manifest, override: str | None):
     """The tokenizer to show token texts with: ``--tokenizer`` or the manifest's; ``None`` (ids only) if neither
     loads. A fingerprint mismatch is a warning."""
     from im_data import load_tokenizer, tokenizer_fingerprint
     from im_data.tokenizer import TokenizerLoadError
 
-    name = override or (manifest.get("tokenizer") or {}).get("name_or_path")
+    name = override or manifest.tokenizer_name
     try:
         tok = load_tokenizer(name)
     except TokenizerLoadError as exc:
         print(f"im-data inspect: warning: {str(exc).splitlines()[0]}; showing token ids only (pass --tokenizer)",
               file=sys.stderr)
         return None
-    expected = (manifest.get("tokenizer") or {}).get("fingerprint")
-    if expected and tokenizer_fingerprint(tok) != expected:
+    expected = manifest.tokenizer_fingerprint
+    if tokenizer_fingerprint(tok) != expected:
         print(f"im-data inspect: warning: tokenizer {name!r} differs from the one the shards were made with "
               f"(fingerprint {tokenizer_fingerprint(tok)} != {expected}); token texts may be wrong", file=sys.stderr)
     return tok
 
 
-def find_shard_row(path: str, manifest: dict[str, Any], index: int | None, example_id: str | None
-                   ) -> tuple[dict[str, Any], int, str]:
-    """``(row, global index, shard path)`` for ``--index`` or ``--example-id``."""
-    def read_table(spath: str, columns=None):
-        return read_arrow_table(spath, columns)
+def find_shard_row(prepared, index: int | None, example_id: str | None) -> tuple[dict[str, Any], int, str]:
+    """``(row, global index, shard path)`` for ``--index`` or ``--example-id`` (the shards of every split, in
+    manifest order)."""
+    from im_data.dataset import ManifestError
 
-    shards = manifest["shards"]
-    total = sum(int(s.get("num_rows", 0)) for s in shards)
+    shards = prepared.manifest.shards
+    total = sum(s.num_rows for s in shards)
     if total == 0:
-        raise InspectError(f"{path}: the shard directory holds no examples")
+        raise InspectError(f"{prepared.root}: the shard directory holds no examples")
     offset = 0
-    for shard in shards:
-        spath = os.path.join(path, shard["path"])
-        if example_id is not None:
-            ids = read_table(spath, ["example_id"]).column("example_id").to_pylist()
-            if example_id in ids:
-                row = ids.index(example_id)
-                return read_table(spath).slice(row, 1).to_pylist()[0], offset + row, shard["path"]
-        else:
-            n = int(shard.get("num_rows", 0))
-            want = index or 0
-            if want < offset + n:
-                table = read_table(spath)
-                if want - offset >= table.num_rows:
-                    raise InspectError(f"{spath}: holds {table.num_rows} rows, the manifest says {n}")
-                return table.slice(want - offset, 1).to_pylist()[0], want, shard["path"]
-        offset += int(shard.get("num_rows", 0))
+    try:
+        for shard in shards:
+            if example_id is not None:
+                ids = prepared.read_shard(shard, ["example_id"]).column("example_id").to_pylist()
+                if example_id in ids:
+                    row = ids.index(example_id)
+                    return prepared.read_shard(shard).slice(row, 1).to_pylist()[0], offset + row, shard.path
+            else:
+                want = index or 0
+                if want < offset + shard.num_rows:
+                    table = prepared.read_shard(shard)
+                    if want - offset >= table.num_rows:
+                        raise InspectError(f"{prepared.path(shard.path)}: holds {table.num_rows} rows, the manifest "
+                                           f"says {shard.num_rows}")
+                    return table.slice(want - offset, 1).to_pylist()[0], want, shard.path
+            offset += shard.num_rows
+    except ManifestError as exc:
+        raise shard_dir_error(exc) from None
     if example_id is not None:
-        raise InspectError(f"{path}: no example with example_id {example_id!r}")
-    raise InspectError(f"{path}: --index {index} is out of range ({total:,} examples)")
+        raise InspectError(f"{prepared.root}: no example with example_id {example_id!r}")
+    raise InspectError(f"{prepared.root}: --index {index} is out of range ({total:,} examples)")
 
 
 def view_from_shard_dir(path: str, args: argparse.Namespace):
     from im_data.render import view_from_row
 
-    manifest = read_manifest(path)
+    prepared = open_prepared(path)
+    manifest = prepared.manifest
     if args.mode is not None or args.weights or args.prompt_weight is not None or args.chat_template:
         print("im-data inspect: warning: --mode/--weights/--prompt-weight/--chat-template are ignored for a shard "
               "directory (its loss weights were fixed by `prepare`)", file=sys.stderr)
-    row, index, shard = find_shard_row(path, manifest, args.index, args.example_id)
+    row, index, shard = find_shard_row(prepared, args.index, args.example_id)
     tok = _shard_tokenizer(manifest, args.tokenizer)
-    policy = manifest.get("policy") or {}
     meta = {"example_id": row.get("example_id"), "index": index, "shard": shard,
             "tokens": len(row["input_ids"]), "instruction tokens": row.get("num_instruction_tokens"),
             "output tokens": row.get("num_output_tokens"), "truncated": row.get("truncated"),
-            "policy": policy.get("name", "?"), "template": (manifest.get("chat_template") or {}).get("name", "?")}
-    return view_from_row(row, tok, title=f"{os.path.normpath(path)} · example {index}", meta=meta)
+            "policy": manifest.policy.get("name", "?"), "template": manifest.chat_template.get("name", "?")}
+    title = path if "://" in path else os.path.normpath(path)
+    return view_from_row(row, tok, title=f"{title} · example {index}", meta=meta)
 
 
 # ------------------------------------------------------------------------------------------------- raw

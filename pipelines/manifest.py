@@ -1,131 +1,366 @@
-"""Output directory life cycle: refuse/overwrite, temporary work dir, final move, atomic manifest.
+"""Output directory life cycle (the writing side of :mod:`im_data.dataset`): checks, temporary run folder,
+manifest, dataset card, publishing.
 
-The pipeline writes into ``<parent>/.<name>.im-data-tmp-<uuid>``; at the end the launcher writes
-``stats.json`` there, moves the directory into place and writes ``manifest.json`` last, atomically
-(temp file + ``os.replace``). A run that dies leaves no ``manifest.json`` in DIR.
+* **Checks, before any work** (:func:`check_output_dir`): ``DIR`` must be absent, empty, or (with ``--overwrite``)
+  an earlier im-data output holding only files its manifest lists. Anything else is refused with one line naming
+  the folder; so is an output inside an input or an input inside the output.
+* **Run folder**: the pipeline writes into ``<parent>/.<name>.im-data-tmp-<id>`` (next to ``DIR``, so the final
+  move is a rename), which holds ``_owner.json`` (host, pid, start time).
+* **Stale run folders** of dead runs on the same output are removed by the next run (:func:`remove_stale_runs`):
+  a folder named ``.<name>.im-data-tmp-*`` or ``.<name>.im-data-old-*`` whose owner is a process of this host
+  that no longer exists, or that is older than :data:`STALE_AFTER_S` (24 h) whoever made it. The folder of a run
+  that failed on its reject rate (``_failed.json``) is kept: it holds the dead letters the error message names.
+* **Publishing** (:func:`publish`): ``stats.json`` and ``README.md`` go into the run folder and ``manifest.json``
+  last. Locally the run folder then replaces ``DIR`` in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux;
+  two renames elsewhere), so a reader, or a run killed at any point, sees the old complete output or the new
+  complete one. The old output is then deleted file by file, only what its manifest lists. On object storage
+  (no renames) the old manifest is deleted first, the files are copied into place and the manifest is written
+  last: a failed run leaves no manifest at the final location.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
 import json
+import logging
 import os
-import shutil
+import socket
+import time
 import uuid
-from typing import Any
+from typing import Any, Iterable
+
+from im_data import storage
+from im_data.dataset import (CARD_FILE, MANIFEST_FILE, STATS_FILE, Column, Counts, Manifest, ManifestError,
+                             RejectFile, ShardInfo, read_manifest, reject_schema, reject_table_path,
+                             rejects_to_record_batch)
 
 from .build import SUMMARY_FILE
 from .write import RUNS_DIR, SCHEMA
 
-MANIFEST_SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-STATS = "stats.json"
+LOG = logging.getLogger("im_data.prepare")
+OWNER_FILE = "_owner.json"
+FAILED_FILE = "_failed.json"   # marks the kept run folder of a run that failed on its reject rate
+TMP_MARK = ".im-data-tmp-"
+OLD_MARK = ".im-data-old-"
+STALE_AFTER_S = 24 * 3600
 
 
 class OutputError(RuntimeError):
     """The output directory cannot be used (job-level; raised before any work starts)."""
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    if os.path.exists(output_dir):
-        if not os.path.isdir(output_dir):
-            raise OutputError(f"{output_dir}: exists and is not a directory")
-        if os.listdir(output_dir) and not overwrite:
-            raise OutputError(f"{output_dir}: not empty (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    try:  # like `mkdir -p`: create missing parents of DIR
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{parent}: cannot create the directory ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{parent}: not writable")
+# ------------------------------------------------------------------------------------------------- checks
+def _nesting_error(output_dir: str, inputs: Iterable[str]) -> str | None:
+    out = storage.normalize(output_dir)
+    for path in inputs:
+        if not path:
+            continue
+        src = storage.normalize(path)
+        if storage.relative_to(out, src) is not None:
+            return f"{output_dir}: the output is inside the input {path}; choose an output outside the inputs"
+        if storage.relative_to(src, out) is not None:
+            return f"{output_dir}: the input {path} is inside the output; choose another output folder"
+    return None
+
+
+def foreign_files(output_dir: str, manifest: Manifest | None) -> list[str]:
+    """Files in ``DIR`` that im-data did not write (all of them when there is no manifest)."""
+    owned = set(manifest.owned_files) if manifest is not None else set()
+    return [f for f in storage.list_files(output_dir) if f not in owned]
+
+
+def check_output_dir(output_dir: str, overwrite: bool, inputs: Iterable[str] = ()) -> None:
+    """Refuse (:class:`OutputError`, one line naming the folder) anything but an absent or empty ``DIR`` or, with
+    ``overwrite``, an earlier im-data output that holds nothing else."""
+    problem = _nesting_error(output_dir, inputs)
+    if problem:
+        raise OutputError(problem)
+    if storage.exists(output_dir) and not storage.isdir(output_dir):
+        raise OutputError(f"{output_dir}: exists and is not a directory")
+    if storage.isdir(output_dir) and storage.list_files(output_dir):
+        try:
+            manifest = read_manifest(output_dir)
+        except ManifestError:
+            manifest = None
+        if manifest is None:
+            raise OutputError(f"{output_dir}: not empty and not an im-data output; refusing to write there "
+                              "(--overwrite replaces only an earlier im-data output): choose a new or empty folder")
+        foreign = foreign_files(output_dir, manifest)
+        if foreign:
+            raise OutputError(f"{output_dir}: holds files im-data did not write ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); refusing to overwrite it: move them away or "
+                              "choose another folder")
+        if not overwrite:
+            raise OutputError(f"{output_dir}: holds an earlier im-data output (pass --overwrite to replace it)")
+    if not storage.is_url(output_dir):
+        parent = storage.parent(output_dir)
+        try:  # like `mkdir -p`: create missing parents of DIR
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{parent}: cannot create the directory ({exc.strerror})") from None
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"{parent}: not writable")
+
+
+# ------------------------------------------------------------------------------------------ run folders
+def _sibling(output_dir: str, mark: str) -> str:
+    return storage.join(storage.parent(output_dir), f".{storage.basename(output_dir)}{mark}{uuid.uuid4().hex[:12]}")
 
 
 def make_work_dir(output_dir: str) -> str:
-    """A fresh temporary directory next to DIR (same filesystem, so the final move is a rename)."""
-    out = os.path.abspath(output_dir)
-    work = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.im-data-tmp-{uuid.uuid4().hex[:12]}")
-    os.makedirs(os.path.join(work, "shards"))
-    os.makedirs(os.path.join(work, "rejects"))
+    """A fresh run folder next to ``DIR`` (same filesystem, so the final move is a rename), with its owner file."""
+    work = _sibling(output_dir, TMP_MARK)
+    storage.makedirs(storage.join(work, "shards"))
+    storage.makedirs(storage.join(work, "rejects"))
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
+    storage.write_bytes_atomic(storage.join(work, OWNER_FILE), json.dumps(owner).encode())
     return work
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(folder: str, now: float) -> bool:
+    if storage.exists(storage.join(folder, FAILED_FILE)):
+        return False  # kept on purpose: the dead letters of a failed run, for the user to read
+    owner_path = storage.join(folder, OWNER_FILE)
+    try:
+        owner = json.loads(storage.read_bytes(owner_path))
+        started = float(owner["started_at"])
+        if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner["pid"])):
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        started = storage.modified(folder) if not storage.is_url(folder) else None
+        if started is None:
+            return False
+    return now - started > STALE_AFTER_S
+
+
+def remove_stale_runs(output_dir: str) -> list[str]:
+    """Delete the run folders of dead runs on ``DIR`` (see the module docstring for the rule); returns them."""
+    parent, name = storage.parent(output_dir), storage.basename(output_dir)
+    try:
+        entries = storage.list_dir(parent)
+    except (OSError, ValueError):
+        return []
+    removed, now = [], time.time()
+    for entry in entries:
+        if not entry.startswith((f".{name}{TMP_MARK}", f".{name}{OLD_MARK}")):
+            continue
+        folder = storage.join(parent, entry)
+        if _is_stale(folder, now):
+            storage.remove_tree(folder)
+            removed.append(folder)
+            LOG.info("removed the run folder of a dead run: %s", folder)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------- manifest
+REJECT_BATCH = 4096
+
+
+def _write_reject_table(src: str, dst: str, fmt: str) -> None:
+    """``rejects/<reason>.jsonl`` → its typed copy, streamed in batches of :data:`REJECT_BATCH` lines."""
+    import pyarrow as pa
+
+    schema = reject_schema()
+    with storage.open_file(src, "rb") as lines, storage.open_file(dst, "wb") as sink:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            writer = pq.ParquetWriter(sink, schema, compression="zstd")
+        else:
+            writer = pa.ipc.new_stream(sink, schema)
+        try:
+            batch: list[dict[str, Any]] = []
+            for line in lines:
+                if line.strip():
+                    batch.append(json.loads(line))
+                if len(batch) >= REJECT_BATCH:
+                    writer.write_batch(rejects_to_record_batch(batch))
+                    batch = []
+            if batch:
+                writer.write_batch(rejects_to_record_batch(batch))
+        finally:
+            writer.close()
+
+
+def add_reject_tables(work_dir: str, summary: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """Write the typed copy of every dead-letter file (for the card's ``rejects`` config); returns the summary
+    with each reject entry's ``table``."""
+    rejects = []
+    for r in summary["rejects"]:
+        table = reject_table_path(r["reason"], fmt)
+        _write_reject_table(storage.join(work_dir, r["path"]), storage.join(work_dir, table), fmt)
+        rejects.append(dict(r, table=table))
+    return dict(summary, rejects=rejects)
 
 
 def read_summary(work_dir: str) -> dict[str, Any]:
-    path = os.path.join(work_dir, SUMMARY_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(work_dir, SUMMARY_FILE)
+    if not storage.isfile(path):
         raise RuntimeError(f"the pipeline finished without writing {SUMMARY_FILE}; nothing is published")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(storage.read_bytes(path))
 
 
 def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tokenizer_name: str | None,
-                   fmt: str, inputs: list[str], package_version: str) -> dict[str, Any]:
+                   fmt: str, inputs: list[str], package_version: str, eval_fraction: float = 0.0) -> Manifest:
     stats = summary["stats"]
-    rejected_by_reason = {r["reason"]: r["count"] for r in summary["rejects"]}
-    written = sum(s["num_rows"] for s in summary["shards"])
-    counts = {"read": summary["read"], "written": written, "rejected": sum(rejected_by_reason.values()),
-              "rejected_by_reason": rejected_by_reason, "truncated": stats["truncated"]}
-    if counts["read"] != counts["written"] + counts["rejected"]:
-        raise RuntimeError(f"record counts do not add up: read {counts['read']} != written {written} + rejected "
-                           f"{counts['rejected']}; nothing is published")
+    rejects = tuple(RejectFile(r["reason"], r["path"], int(r["count"]), r.get("table")) for r in summary["rejects"])
+    shards = tuple(ShardInfo(s["path"], int(s["num_rows"]), s["sha256"], s.get("split", "train"))
+                   for s in summary["shards"])
+    written = sum(s.num_rows for s in shards)
+    by_reason = {r.reason: r.count for r in rejects}
+    counts = Counts(read=int(summary["read"]), written=written, rejected=sum(by_reason.values()),
+                    rejected_by_reason=by_reason, truncated=int(stats["truncated"]))
+    if counts.read != counts.written + counts.rejected:
+        raise RuntimeError(f"record counts do not add up: read {counts.read} != written {written} + rejected "
+                           f"{counts.rejected}; nothing is published")
     if stats["count"] != written:
         raise RuntimeError(f"statistics cover {stats['count']} examples but {written} rows were written")
-    return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "package_version": package_version,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": inputs,
-        "tokenizer": {"name_or_path": tokenizer_name or "default",
-                      "fingerprint": encoder_meta["tokenizer"]["fingerprint"]},
-        "chat_template": encoder_meta["chat_template"],
-        "policy": encoder_meta["policy"],
-        "policy_fingerprint": encoder_meta["policy_fingerprint"],
-        "role_codes": encoder_meta["role_codes"],
-        "max_length": encoder_meta["max_length"],
-        "truncation": encoder_meta["truncation"],
-        "allow_special_tokens": encoder_meta.get("allow_special_tokens", False),
-        "format": fmt,
-        "columns": [{"name": f.name, "type": str(f.type)} for f in SCHEMA],
-        "counts": counts,
-        "tokens_per_role": stats["tokens_per_role"],
-        "dataset_ratio": stats["dataset_ratio"],
-        "stats": STATS,
-        "shards": [{"path": s["path"], "num_rows": s["num_rows"], "sha256": s["sha256"]} for s in summary["shards"]],
-        "rejects": [{"reason": r["reason"], "path": r["path"], "count": r["count"]} for r in summary["rejects"]],
-    }
+    files = sorted({s.path for s in shards} | {r.path for r in rejects} | {r.table for r in rejects if r.table}
+                   | {STATS_FILE, CARD_FILE})
+    return Manifest(
+        tokenizer_name=tokenizer_name or "default",
+        tokenizer_fingerprint=encoder_meta["tokenizer"]["fingerprint"],
+        chat_template=encoder_meta["chat_template"],
+        policy=encoder_meta["policy"],
+        policy_fingerprint=encoder_meta["policy_fingerprint"],
+        role_codes=encoder_meta["role_codes"],
+        format=fmt,
+        columns=tuple(Column(f.name, str(f.type)) for f in SCHEMA),
+        counts=counts,
+        shards=shards,
+        rejects=rejects,
+        files=tuple(files),
+        inputs=tuple(inputs),
+        tokens_per_role=stats["tokens_per_role"],
+        dataset_ratio=stats["dataset_ratio"],
+        max_length=encoder_meta["max_length"],
+        truncation=encoder_meta["truncation"],
+        allow_special_tokens=encoder_meta.get("allow_special_tokens", False),
+        eval_fraction=eval_fraction,
+        package_version=package_version,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
-def publish(work_dir: str, output_dir: str, manifest: dict[str, Any], stats: dict[str, Any],
-            overwrite: bool) -> None:
-    """stats.json into the work dir, move it to DIR, then manifest.json (last, atomic)."""
-    shutil.rmtree(os.path.join(work_dir, RUNS_DIR), ignore_errors=True)
-    for leftover in (SUMMARY_FILE,):
-        try:
-            os.remove(os.path.join(work_dir, leftover))
-        except FileNotFoundError:
-            pass
-    write_json_atomic(os.path.join(work_dir, STATS), stats)
-    out = os.path.abspath(output_dir)
-    old = None
-    if os.path.exists(out):
-        if os.listdir(out):
-            if not overwrite:
-                raise OutputError(f"{output_dir}: became non-empty during the run; the result stays in {work_dir}")
-            old = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.im-data-old-{uuid.uuid4().hex[:12]}")
-            os.rename(out, old)
-        else:
-            os.rmdir(out)
-    os.rename(work_dir, out)
-    write_json_atomic(os.path.join(out, MANIFEST), manifest)
+# -------------------------------------------------------------------------------------------- publishing
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this filesystem cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _delete_owned(folder: str, manifest: Manifest) -> list[str]:
+    """Delete the files of an old output that its manifest lists, then empty folders; returns what is left."""
+    for rel in manifest.owned_files:
+        storage.remove(storage.join(folder, rel))
+    storage.remove(storage.join(folder, OWNER_FILE))
+    left = storage.list_files(folder)
+    if not left and not storage.is_url(folder):
+        for dirpath, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+    return left
+
+
+def keep_failed_run(work_dir: str, stats: dict[str, Any]) -> str:
+    """A run that failed on its reject rate: drop the shards, keep the dead letters and the statistics in the run
+    folder (marked, so that later runs do not remove it) and return the folder."""
+    for sub in (RUNS_DIR, "shards"):
+        storage.remove_tree(storage.join(work_dir, sub))
+    storage.remove(storage.join(work_dir, SUMMARY_FILE))
+    storage.write_bytes_atomic(storage.join(work_dir, STATS_FILE),
+                               (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+    storage.write_bytes_atomic(storage.join(work_dir, FAILED_FILE),
+                               json.dumps({"failed_at": time.time(), "reason": "reject rate"}).encode())
+    return work_dir
+
+
+def _finish_work_dir(work_dir: str, manifest: Manifest, stats: dict[str, Any], card: str) -> None:
+    storage.remove_tree(storage.join(work_dir, RUNS_DIR))
+    storage.remove(storage.join(work_dir, SUMMARY_FILE))
+    storage.remove(storage.join(work_dir, OWNER_FILE))
+    storage.write_bytes_atomic(storage.join(work_dir, STATS_FILE),
+                               (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+    storage.write_bytes_atomic(storage.join(work_dir, CARD_FILE), card.encode("utf-8"))
+
+
+def _old_output(output_dir: str, overwrite: bool) -> Manifest | None:
+    """Check again, just before publishing, what ``DIR`` holds now."""
+    if not storage.isdir(output_dir) or not storage.list_files(output_dir):
+        return None
+    try:
+        old = read_manifest(output_dir)
+    except ManifestError:
+        old = None
+    if old is None or not overwrite or foreign_files(output_dir, old):
+        raise OutputError(f"{output_dir}: changed during the run (it now holds other files); nothing was "
+                          "published and nothing there was touched")
+    return old
+
+
+def _publish_local(work_dir: str, out: str, old: Manifest | None) -> None:
+    if old is None:
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty: fails (and keeps it) if a file appeared meanwhile
+        os.rename(work_dir, out)
+        return
+    if not _exchange(work_dir, out):
+        aside = _sibling(out, OLD_MARK)
+        os.rename(out, aside)
+        os.rename(work_dir, out)
+        work_dir = aside
+    left = _delete_owned(work_dir, old)
+    if left:
+        LOG.warning("kept %s: it holds files im-data did not write (%s)", work_dir, ", ".join(left[:3]))
+
+
+def _publish_remote(work_dir: str, out: str, manifest: Manifest, old: Manifest | None) -> None:
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        storage.remove(storage.join(out, MANIFEST_FILE))  # from now on readers see an unfinished output
+    for rel in manifest.owned_files[:-1]:
+        storage.copy_file(storage.join(work_dir, rel), storage.join(out, rel))
+    if old is not None:
+        for rel in set(old.owned_files) - set(manifest.owned_files):
+            storage.remove(storage.join(out, rel))
+    storage.write_bytes_atomic(storage.join(out, MANIFEST_FILE), manifest.to_json())
+    storage.remove_tree(work_dir)
+
+
+def publish(work_dir: str, output_dir: str, manifest: Manifest, stats: dict[str, Any], card: str,
+            overwrite: bool) -> None:
+    """``stats.json`` and ``README.md`` into the run folder, ``manifest.json`` last, then into place (see the
+    module docstring)."""
+    _finish_work_dir(work_dir, manifest, stats, card)
+    old = _old_output(output_dir, overwrite)
+    if storage.is_url(output_dir):
+        _publish_remote(work_dir, output_dir, manifest, old)
+        return
+    storage.write_bytes_atomic(storage.join(work_dir, MANIFEST_FILE), manifest.to_json())
+    _publish_local(work_dir, storage.normalize(output_dir), old)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 
+from im_data import storage
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
@@ -129,9 +131,19 @@ class PrepareOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     overwrite: bool = False
     runner: RunnerOptions = dataclasses.field(default_factory=RunnerOptions)
+    eval_fraction: float = 0.0          # share of examples in the evaluation split, chosen by example id
+    eval_split: str = "test"            # its name
+    max_reject_rate: float = 1.0        # fail (exit 3, nothing published) above this share of rejected records
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == "train":
+            raise ValueError(f"--eval-split must be a word other than 'train' (letters, digits, _), "
+                             f"got {self.eval_split!r}")
+        if not 0.0 <= self.max_reject_rate <= 1.0:
+            raise ValueError(f"--max-reject-rate must be in [0, 1], got {self.max_reject_rate}")
         if not self.output:
             raise ValueError("an output directory is needed (--output DIR)")
         if self.format not in SHARD_FORMATS:
@@ -173,7 +185,7 @@ def check_input_specs(specs) -> None:
     and a path that does not exist is a :class:`UsageError`, never a hub lookup."""
     for spec in specs:
         spec = str(spec)
-        if spec.startswith(HUB_PREFIXES) or any(c in spec for c in "*?["):
+        if spec.startswith(HUB_PREFIXES) or storage.is_url(spec) or any(c in spec for c in "*?["):
             continue  # globs that match nothing are reported by pipelines.read.expand_inputs
         if not os.path.exists(os.path.expanduser(spec)):
             hub_like = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith("/")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -44,11 +42,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="JSONL (.jsonl/.jsonl.gz), JSON array (.json), Parquet files, globs, save_to_disk directories "
                         "or hub datasets (hf:NAME[:SPLIT]) (default: the embedded sample data)")
-    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output directory (must be empty or absent)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR",
+                   help="output directory or URL (s3://, gs://, ...): absent, empty, or with --overwrite an earlier "
+                        "im-data output")
     add_encoder_arguments(p)
     p.add_argument("--format", choices=SHARD_FORMATS, default="arrow", help="shard format (default: arrow)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory (default: off)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier im-data output in DIR, deleting only the files its manifest lists; a "
+                        "folder holding anything else is refused (default: off)")
+    p.add_argument("--eval-fraction", type=float, default=0.0, metavar="F",
+                   help="put a fraction F of the examples into an evaluation split, chosen by a hash of the example "
+                        "id: deterministic (default: 0, none)")
+    p.add_argument("--eval-split", default="test", metavar="NAME",
+                   help="name of the evaluation split (default: test, the split `trl sft` evaluates on)")
+    p.add_argument("--max-reject-rate", type=float, default=1.0, metavar="R",
+                   help="fail (exit 3, no manifest) when more than this share of the records is rejected; a run "
+                        "that writes no example always fails; above 5 %% a warning (default: 1.0)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
@@ -69,7 +79,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     try:
         return PrepareOptions(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
                               num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
-                              runner=runner_options_from_args(args))
+                              runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
+                              eval_split=args.eval_split, max_reject_rate=args.max_reject_rate)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -80,6 +91,7 @@ def plan(options: PrepareOptions):
 
     Raises :class:`UsageError` (one line) for anything the user must fix: inputs, output directory, tokenizer,
     chat template."""
+    from im_data import storage
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
     from .config import PrepareConfig
@@ -91,13 +103,14 @@ def plan(options: PrepareOptions):
         sources = expand_inputs(list(options.inputs) or [str(SAMPLE_DATA)])
         if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
-        check_output_dir(options.output, options.overwrite)
+        check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
         tok = options.encoder.load_tokenizer()
         encoder_options = options.encoder.resolved(tok)
         encoder = encoder_options.build(tok)
-        config = PrepareConfig(sources=sources, work_dir="", output_dir=os.path.abspath(options.output),
+        config = PrepareConfig(sources=sources, work_dir="", output_dir=storage.normalize(options.output),
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
-                               batch_size=options.batch_size)
+                               batch_size=options.batch_size, eval_fraction=options.eval_fraction,
+                               eval_split=options.eval_split)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     return config, encoder.metadata()
@@ -117,31 +130,85 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
 
     ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags
     (``["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]``). Raises
-    :class:`pipelines.options.UsageError` for anything the user must fix before the run starts."""
+    :class:`pipelines.options.UsageError` for anything the user must fix before the run starts, and
+    :class:`RejectRateError` (nothing published) when too many records were rejected."""
     import im_data
+    from im_data import storage
+    from im_data.card import render_card
 
-    from .manifest import build_manifest, make_work_dir, publish, read_summary
+    from .manifest import (OutputError, add_reject_tables, build_manifest, keep_failed_run, make_work_dir, publish,
+                           read_summary, remove_stale_runs)
 
     start = time.perf_counter()
     options = config
     stage_config, meta = plan(options)
+    remove_stale_runs(stage_config.output_dir)
     work_dir = make_work_dir(stage_config.output_dir)
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
+    keep = False
     try:
         started = time.perf_counter()
         execute(stage_config, options.runner, pipeline_options)
         pipeline_s = time.perf_counter() - started
-        summary = read_summary(work_dir)
+        summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
         manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
-                                  inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__)
-        publish(work_dir, stage_config.output_dir, manifest, summary["stats"], options.overwrite)
+                                  inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__,
+                                  eval_fraction=stage_config.eval_fraction)
+        result = _result(manifest.to_dict(), summary["stats"], stage_config.output_dir, start, pipeline_s)
+        problem = reject_rate_problem(manifest.counts, options.max_reject_rate)
+        if problem:
+            keep = True
+            rejects = storage.join(keep_failed_run(work_dir, summary["stats"]), "rejects")
+            raise RejectRateError(f"{problem}; nothing was published. The rejected records are in {rejects}",
+                                  result, rejects)
+        warn_reject_rate(manifest.counts, storage.join(stage_config.output_dir, "rejects"))
+        card = render_card(manifest, summary["stats"], location=stage_config.output_dir)
+        try:
+            publish(work_dir, stage_config.output_dir, manifest, summary["stats"], card, options.overwrite)
+        except OutputError as exc:
+            raise usage_error(exc) from None
     except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        if not keep:
+            storage.remove_tree(work_dir)
         raise
+    return _result(manifest.to_dict(), summary["stats"], stage_config.output_dir, start, pipeline_s)
+
+
+def _result(manifest: dict, stats: dict, output_dir: str, start: float, pipeline_s: float) -> PrepareResult:
     wall = time.perf_counter() - start
     tokens = sum(manifest["tokens_per_role"].values())
-    return PrepareResult(manifest=manifest, stats=summary["stats"], output_dir=stage_config.output_dir, wall_s=wall,
-                         pipeline_s=pipeline_s, tokens_per_s=tokens / wall if wall > 0 else 0.0)
+    return PrepareResult(manifest=manifest, stats=stats, output_dir=output_dir, wall_s=wall, pipeline_s=pipeline_s,
+                         tokens_per_s=tokens / wall if wall > 0 else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------- rejects
+REJECT_WARNING_RATE = 0.05
+
+
+class RejectRateError(RuntimeError):
+    """Too many records were rejected (``--max-reject-rate``): exit status 3, no manifest published. Holds the
+    run's summary (``result``) and where its dead letters were kept (``rejects``)."""
+
+    def __init__(self, message: str, result: PrepareResult, rejects: str):
+        super().__init__(message)
+        self.result, self.rejects = result, rejects
+
+
+def reject_rate_problem(counts, max_reject_rate: float) -> str | None:
+    """Why the run must fail, or None: no example written, or a reject rate above ``max_reject_rate``."""
+    if counts.written == 0:
+        return (f"no example was written: all {counts.read:,} records were rejected" if counts.read
+                else "no example was written: the inputs hold no records")
+    if counts.reject_rate > max_reject_rate:
+        return (f"{counts.rejected:,} of {counts.read:,} records were rejected ({100 * counts.reject_rate:.1f} %), "
+                f"more than --max-reject-rate {max_reject_rate:g}")
+    return None
+
+
+def warn_reject_rate(counts, rejects: str) -> None:
+    if counts.reject_rate > REJECT_WARNING_RATE:
+        LOG.warning("%s of %s records were rejected (%.1f %%): see %s (--max-reject-rate R makes this an error)",
+                    f"{counts.rejected:,}", f"{counts.read:,}", 100 * counts.reject_rate, rejects)
 
 
 def print_summary(result: PrepareResult, file=None) -> None:
@@ -174,7 +241,12 @@ def print_summary(result: PrepareResult, file=None) -> None:
 def command(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
-    result = prepare(options_from_args(args), beam_args)
+    try:
+        result = prepare(options_from_args(args), beam_args)
+    except RejectRateError as exc:
+        print_summary(exc.result, file=sys.stderr)
+        print(f"im-data prepare: error: {exc}", file=sys.stderr)
+        return 3
     if not args.quiet:
         print_summary(result)
     return 0

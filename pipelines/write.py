@@ -15,9 +15,6 @@ bundling or the number of workers.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import uuid
 import zlib
 from typing import Any, Iterator
@@ -30,9 +27,11 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from .config import PrepareConfig
+from im_data import storage
+from im_data.dataset import eval_split_of, shard_path
+from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
 
-from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA  # noqa: E402
+from .config import PrepareConfig
 
 SCHEMA = SHARD_SCHEMA
 RUN_BATCH_ROWS = 256  # rows per record batch inside a spilled run: what a merge cursor holds
@@ -43,13 +42,36 @@ def shard_of(example_id: str, num_shards: int) -> int:
     return zlib.crc32(example_id.encode("utf-8")) % num_shards
 
 
-def shard_name(shard: int, num_shards: int, fmt: str) -> str:
-    return f"shards/part-{shard:05d}-of-{num_shards:05d}.{fmt}"
+def total_shards(config: PrepareConfig) -> int:
+    """The train shards, plus one shard for the evaluation split when there is one (the last shard number)."""
+    return config.num_shards + (1 if config.eval_fraction > 0 else 0)
+
+
+def shard_name(shard: int, config: PrepareConfig) -> tuple[str, str]:
+    """``(relative path, split)`` of shard number ``shard``."""
+    if shard == config.num_shards:
+        return shard_path(0, 1, config.format, config.eval_split), config.eval_split
+    return shard_path(shard, config.num_shards, config.format), "train"
+
+
+def assign_shards(example_ids: list[str], config: PrepareConfig) -> np.ndarray:
+    """Shard number of each row: ``crc32(example_id) % num_shards``, or the evaluation shard."""
+    n = config.num_shards
+    shards = np.fromiter((shard_of(i, n) for i in example_ids), dtype=np.int64, count=len(example_ids))
+    if config.eval_fraction > 0:
+        to_eval = np.fromiter((eval_split_of(i, config.eval_fraction) for i in example_ids), dtype=bool,
+                              count=len(example_ids))
+        shards[to_eval] = n
+    return shards
+
+
+def _parent_dir(path: str) -> None:
+    storage.makedirs(storage.parent(path))
 
 
 def write_ipc_file(path: str, table: pa.Table) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+    _parent_dir(path)
+    with storage.open_file(path, "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
         writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
 
 
@@ -62,12 +84,10 @@ class _SpillRunsFn(beam.DoFn):
         self.buffered = 0
 
     def process(self, batch: pa.RecordBatch) -> Iterator[tuple[int, dict[str, Any]]]:
-        n = self.config.num_shards
-        if n == 1:
+        if total_shards(self.config) == 1:
             parts = {0: batch}
         else:
-            shards = np.fromiter((shard_of(i, n) for i in batch.column("example_id").to_pylist()),
-                                 dtype=np.int64, count=batch.num_rows)
+            shards = assign_shards(batch.column("example_id").to_pylist(), self.config)
             parts = {int(s): batch.take(pa.array(np.flatnonzero(shards == s))) for s in np.unique(shards)}
         for shard, part in parts.items():
             self.buffers.setdefault(shard, []).append(part)
@@ -85,7 +105,7 @@ class _SpillRunsFn(beam.DoFn):
             table = pa.Table.from_batches(buffers[shard], SCHEMA)
             table = table.take(pc.sort_indices(table.column("example_id")))
             rel = f"{RUNS_DIR}/shard-{shard:05d}/{uuid.uuid4().hex}.arrow"
-            write_ipc_file(os.path.join(self.config.work_dir, rel), table)
+            write_ipc_file(storage.join(self.config.work_dir, rel), table)
             yield shard, {"path": rel, "num_rows": table.num_rows}
 
 
@@ -93,7 +113,7 @@ class _RunCursor:
     """Reads rows ``[lo, hi)`` of a sorted run, moving forward only, holding a few record batches."""
 
     def __init__(self, path: str):
-        self.file = pa.OSFile(path, "rb")
+        self.file = storage.open_file(path, "rb") if storage.is_url(path) else pa.OSFile(path, "rb")
         self.reader = pa.ipc.open_file(self.file)
         self.batches: dict[int, pa.RecordBatch] = {}
 
@@ -124,14 +144,14 @@ class _RunCursor:
 
 class _ShardWriter:
     def __init__(self, path: str, fmt: str, chunk_rows: int):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _parent_dir(path)
         self.fmt, self.chunk_rows, self.rows = fmt, chunk_rows, 0
+        self.sink = storage.open_file(path, "wb") if storage.is_url(path) else pa.OSFile(path, "wb")
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self.writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
+            self.writer = pq.ParquetWriter(self.sink, SCHEMA, compression="zstd")
         else:
-            self.sink = pa.OSFile(path, "wb")
             self.writer = pa.ipc.new_stream(self.sink, SCHEMA)
 
     def write(self, table: pa.Table) -> None:
@@ -143,16 +163,7 @@ class _ShardWriter:
 
     def close(self) -> None:
         self.writer.close()
-        if self.fmt != "parquet":
-            self.sink.close()
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        self.sink.close()
 
 
 def merge_runs(run_paths: list[str], out_path: str, fmt: str, chunk_rows: int) -> int:
@@ -203,15 +214,15 @@ class _MergeShardFn(beam.DoFn):
         shard, runs = element
         cfg = self.config
         runs = sorted((r for r in runs if r), key=lambda r: r["path"])
-        rel = shard_name(shard, cfg.num_shards, cfg.format)
-        path = os.path.join(cfg.work_dir, rel)
-        num_rows = merge_runs([os.path.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
+        rel, split = shard_name(shard, cfg)
+        path = storage.join(cfg.work_dir, rel)
+        num_rows = merge_runs([storage.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
                               cfg.merge_chunk_rows)
         expected = sum(r["num_rows"] for r in runs)
         if num_rows != expected:
             raise RuntimeError(f"shard {shard}: merged {num_rows} rows, runs hold {expected}")
-        shutil.rmtree(os.path.join(cfg.work_dir, RUNS_DIR, f"shard-{shard:05d}"), ignore_errors=True)
-        yield {"shard": shard, "path": rel, "num_rows": num_rows, "sha256": file_sha256(path)}
+        storage.remove_tree(storage.join(cfg.work_dir, RUNS_DIR, f"shard-{shard:05d}"))
+        yield {"shard": shard, "path": rel, "split": split, "num_rows": num_rows, "sha256": storage.sha256_file(path)}
 
 
 class WriteShards(beam.PTransform):
@@ -225,7 +236,7 @@ class WriteShards(beam.PTransform):
     def expand(self, rows):
         runs = rows | "SpillRuns" >> beam.ParDo(_SpillRunsFn(self.config))
         every_shard = rows.pipeline | "ShardKeys" >> beam.Create(
-            [(s, None) for s in range(self.config.num_shards)], reshuffle=False)
+            [(s, None) for s in range(total_shards(self.config))], reshuffle=False)
         return ((runs, every_shard)
                 | "AllShards" >> beam.Flatten()
                 | "GroupRuns" >> beam.GroupByKey()

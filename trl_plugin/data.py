@@ -10,20 +10,19 @@ pass over the token columns.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset,  # noqa: F401 (re-exported)
+                             is_prepared_dir, read_manifest)
 from im_data.tokenizer import tokenizer_fingerprint
 
-MANIFEST = "manifest.json"
 #: ``Dataset.info.description`` prefix that carries the manifest's tokenizer fingerprint through `map`/`shuffle`.
 _STAMP = "im-data-prepared:"
 
@@ -36,124 +35,75 @@ class TokenizerMismatchError(ValueError):
     """The shards were tokenized by another tokenizer than the one the trainer uses."""
 
 
-class ManifestError(ValueError):
-    """A prepared directory is incomplete or its manifest disagrees with its shards."""
-
-
 class FloatWeightsWarning(UserWarning):
     """Fractional loss weights would be binarised (weight > 0 -> 1) by a trainer that only reads ``labels``."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# prepared directories
+# prepared directories (the contract itself lives in im_data.dataset)
 # ---------------------------------------------------------------------------------------------------------------
-def is_prepared_dir(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+def shard_paths(path: str | os.PathLike, manifest: Manifest | None = None, split: str = TRAIN_SPLIT) -> list[str]:
+    """Shard paths (or URLs) of one split listed by the manifest (for ``data_files=`` of ``datasets.load_dataset``)."""
+    root = os.fspath(path)
+    prepared = PreparedDataset(root, manifest) if manifest is not None else PreparedDataset.open(root)
+    return prepared.shard_files(split)
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    root = Path(path)
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise ManifestError(
-            f"{root} has no {MANIFEST}: it is not an `im-data prepare` output directory, or the job did not finish "
-            "(the manifest is written last)."
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    for key in ("tokenizer", "shards", "format"):
-        if key not in manifest:
-            raise ManifestError(f"{manifest_path} lacks the {key!r} key")
-    if manifest["format"] not in ("arrow", "parquet"):
-        raise ManifestError(f"{manifest_path}: unknown shard format {manifest['format']!r} (arrow|parquet)")
-    return manifest
-
-
-def shard_paths(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -> list[str]:
-    """Absolute shard paths listed by the manifest (for ``data_files=`` of ``datasets.load_dataset``)."""
-    root = Path(path)
-    manifest = manifest or read_manifest(root)
-    return [str(root / s["path"]) for s in manifest["shards"]]
-
-
-def manifest_policy_is_binary(manifest: dict[str, Any]) -> bool | None:
+def manifest_policy_is_binary(manifest: Manifest) -> bool | None:
     """True when every role weight of the manifest's policy is 0 or 1; None when the policy is unreadable."""
-    policy = manifest.get("policy")
-    if not isinstance(policy, dict):
-        return None
-    from im_data.roles import ROLE_LABELS
-
-    values = [policy.get(label) for label in ROLE_LABELS]
-    if any(not isinstance(v, (int, float)) for v in values):
-        return None
-    return all(float(v) in (0.0, 1.0) for v in values)
+    return manifest.policy_is_binary
 
 
-def check_tokenizer(manifest: dict[str, Any], tokenizer: Any, where: str = "") -> None:
-    expected = (manifest.get("tokenizer") or {}).get("fingerprint")
-    if expected is None:
-        raise ManifestError(f"manifest{where} has no tokenizer.fingerprint")
+def check_tokenizer(manifest: Manifest, tokenizer: Any, where: str = "") -> None:
+    expected = manifest.tokenizer_fingerprint
     actual = tokenizer_fingerprint(tokenizer)
     if expected != actual:
-        name = (manifest.get("tokenizer") or {}).get("name_or_path", "?")
         raise TokenizerMismatchError(
-            f"the shards{where} were tokenized by {name!r} (fingerprint {expected}), but the trainer's tokenizer "
-            f"{getattr(tokenizer, 'name_or_path', '?')!r} has fingerprint {actual}. Token ids would mean different "
-            "things: re-run `im-data prepare --tokenizer ...` with the model's tokenizer, or pass the tokenizer the "
-            "shards were made with (--tokenizer_name_or_path)."
+            f"the shards{where} were tokenized by {manifest.tokenizer_name!r} (fingerprint {expected}), but the "
+            f"trainer's tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has fingerprint {actual}. Token ids "
+            "would mean different things: re-run `im-data prepare --tokenizer ...` with the model's tokenizer, or pass "
+            "the tokenizer the shards were made with (--tokenizer_name_or_path)."
         )
 
 
-def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, verify_checksums: bool = False,
-                  warn_if_binarised: bool = False, cache_dir: str | None = None):
-    """Load a prepared directory as one ``datasets.Dataset``.
+def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str = TRAIN_SPLIT,
+                  verify_checksums: bool = False, warn_if_binarised: bool = False, cache_dir: str | None = None):
+    """Load one split (default ``train``) of a prepared directory, local or a URL (``s3://...``), as one
+    ``datasets.Dataset``.
 
     The shards go through ``datasets.load_dataset("arrow"|"parquet", data_files=...)``, so the datasets cache
     (``cache_dir``, default ``HF_DATASETS_CACHE``) holds the converted table and all later ``map`` caches; nothing is
-    written into the prepared directory (which plain ``trl sft --dataset_name DIR/shards`` can then still read).
-    With ``tokenizer``, raises :class:`TokenizerMismatchError` when the manifest's fingerprint differs. With ``warn_if_binarised`` (for code that will train from ``labels`` only, e.g. plain
-    ``SFTTrainer``), warns with :class:`FloatWeightsWarning` when the manifest's policy has fractional weights.
+    written into the prepared directory. With ``tokenizer``, raises :class:`TokenizerMismatchError` when the
+    manifest's fingerprint differs. With ``warn_if_binarised`` (for code that will train from ``labels`` only, e.g.
+    plain ``SFTTrainer``), warns with :class:`FloatWeightsWarning` when the manifest's policy has fractional weights.
     """
     import datasets
 
-    root = Path(path)
-    manifest = read_manifest(root)
+    prepared = PreparedDataset.open(path)
+    root, manifest = prepared.root, prepared.manifest
     if tokenizer is not None:
         check_tokenizer(manifest, tokenizer, where=f" in {root}")
-    if warn_if_binarised and manifest_policy_is_binary(manifest) is False:
+    if warn_if_binarised and manifest.policy_is_binary is False:
         warnings.warn(
-            f"{root} was prepared with fractional loss weights (policy {manifest.get('policy')}); a trainer that "
+            f"{root} was prepared with fractional loss weights (policy {dict(manifest.policy)}); a trainer that "
             "reads only `labels` trains every token with weight > 0 at weight 1. Use trl_plugin.WeightedSFTTrainer "
             "(im-sft) to train on the weights.",
             FloatWeightsWarning,
             stacklevel=2,
         )
-    if not manifest["shards"]:
-        raise ManifestError(f"{root}/{MANIFEST} lists no shards (every record was rejected?)")
-    files = []
-    for shard in manifest["shards"]:
-        file = root / shard["path"]
-        if not file.is_file():
-            raise ManifestError(f"{root}/{MANIFEST} lists {shard['path']}, which does not exist")
-        if verify_checksums and shard.get("sha256"):
-            digest = hashlib.sha256()
-            with open(file, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != shard["sha256"]:
-                raise ManifestError(f"{file}: sha256 differs from the manifest; the shard was modified or truncated")
-        files.append(str(file))
-
+    shards = manifest.shards_of(split)
+    if not shards:
+        raise ManifestError(f"{prepared.manifest_path} lists no shards of split {split!r} "
+                            f"(splits: {', '.join(manifest.splits) or 'none'})")
+    prepared.verify(checksums=verify_checksums)
+    files = prepared.shard_files(split)
     # Through the `arrow`/`parquet` builders: they read IPC stream and file formats, and keep every cache file
     # (theirs and those of later `map` calls) in the datasets cache, never inside the prepared directory.
-    ds = datasets.load_dataset(manifest["format"], data_files=files, split="train", cache_dir=cache_dir)
-    expected = sum(int(s.get("num_rows", 0)) for s in manifest["shards"])
-    if all("num_rows" in s for s in manifest["shards"]) and ds.num_rows != expected:
+    ds = datasets.load_dataset(manifest.format, data_files=files, split="train", cache_dir=cache_dir)
+    expected = sum(s.num_rows for s in shards)
+    if ds.num_rows != expected:
         raise ManifestError(f"{root}: the shards hold {ds.num_rows} rows, the manifest says {expected}")
-    fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint", "")
-    ds.info.description = f"{_STAMP}{json.dumps({'tokenizer_fingerprint': fingerprint, 'path': str(root)})}"
+    ds.info.description = f"{_STAMP}{json.dumps({'tokenizer_fingerprint': manifest.tokenizer_fingerprint, 'path': root})}"
     return ds
 
 

@@ -86,8 +86,16 @@ def main(script_args, training_args, model_args, dataset_args, data_args) -> Non
         name = data_args.eval_dataset_name
         eval_dataset = name if is_prepared_dir(name) else _load(name, script_args, data_args,
                                                                  script_args.dataset_test_split)
+    elif eval_on and eval_dataset is None and script_args.dataset_name and is_prepared_dir(script_args.dataset_name):
+        # the evaluation split of the prepared directory itself (`im-data prepare --eval-fraction`), if it has one
+        from .data import load_prepared, read_manifest
+
+        if script_args.dataset_test_split in read_manifest(script_args.dataset_name).splits:
+            eval_dataset = load_prepared(script_args.dataset_name, split=script_args.dataset_test_split,
+                                         verify_checksums=data_args.verify_checksums)
     if eval_on and eval_dataset is None:
-        raise ValueError("eval_strategy is set but there is no evaluation data: pass --eval_dataset_name DIR")
+        raise ValueError("eval_strategy is set but there is no evaluation data: pass --eval_dataset_name DIR, or "
+                         "prepare the data with `im-data prepare --eval-fraction F`")
 
     processing_class = None
     if data_args.tokenizer_name_or_path:

@@ -33,6 +33,8 @@ from trl.trainer.utils import global_then_local_main_first
 from im_data.roles import INSTRUCTION_ROLES, OUTPUT_ROLES
 from im_data.tokenizer import tokenizer_fingerprint
 
+from im_data.dataset import Manifest
+
 from .collator import WeightedDataCollator
 from .config import WeightedSFTConfig
 from .data import (
@@ -132,7 +134,7 @@ class WeightedSFTTrainer(SFTTrainer):
                 raise ValueError(f"loss_type={args.loss_type!r} is not supported with per-token loss weights (nll)")
 
         # Prepared directories given as paths: load them through the manifest (tokenizer checked below)
-        self._manifests: dict[str, dict] = {}
+        self._manifests: dict[str, Manifest] = {}
         train_dataset = self._maybe_load_dir(train_dataset, "train")
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: self._maybe_load_dir(v, k) for k, v in eval_dataset.items()}

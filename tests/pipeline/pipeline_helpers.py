@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
-
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -16,23 +14,17 @@ def run_cli(*argv: str) -> int:
     return main([str(a) for a in argv])
 
 
-def read_output(out: Path) -> dict:
-    """manifest, stats, rows (sorted by example_id) and rejects of an output directory."""
-    manifest = json.loads((out / "manifest.json").read_text())
-    stats = json.loads((out / "stats.json").read_text())
-    tables = []
-    for shard in manifest["shards"]:
-        path = out / shard["path"]
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+def read_output(out) -> dict:
+    """manifest (as a dict), stats, rows of every split (sorted by example_id) and rejects of an output directory
+    (local or a URL), read through the output contract :class:`im_data.dataset.PreparedDataset`."""
+    from im_data import storage
+    from im_data.dataset import PreparedDataset
 
-            tables.append(pq.read_table(path))
-        else:
-            with pa.memory_map(str(path)) as src:
-                tables.append(pa.ipc.open_stream(src).read_all())
-    table = pa.concat_tables(tables) if tables else None
+    prepared = PreparedDataset.open(str(out))
+    table = prepared.read_table(split=None) if prepared.manifest.shards else None
     rows = sorted(table.to_pylist(), key=lambda r: r["example_id"]) if table is not None else []
     rejects = []
-    for f in sorted((out / "rejects").glob("*.jsonl")):
-        rejects.extend(json.loads(line) for line in f.read_text().splitlines())
-    return {"manifest": manifest, "stats": stats, "rows": rows, "rejects": rejects, "table": table}
+    for path in sorted(prepared.reject_files().values()):
+        rejects.extend(json.loads(line) for line in storage.read_bytes(path).decode().splitlines())
+    return {"manifest": prepared.manifest.to_dict(), "stats": prepared.read_stats(), "rows": rows,
+            "rejects": rejects, "table": table}

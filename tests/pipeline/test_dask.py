@@ -1,13 +1,9 @@
-"""The Dask path against a real `dask scheduler` and `dask worker` started on loopback (bounded, torn down)."""
+"""The Dask path against a real `dask scheduler` and `dask worker` started on loopback (bounded, torn down; the
+``scheduler_address`` fixture is in conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -16,47 +12,6 @@ import pytest
 from pipeline_helpers import DATA, read_output, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _spawn(args, env, log):
-    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-@pytest.fixture(scope="module")
-def scheduler_address(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dask")
-    sched_file = tmp / "scheduler.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               DASK_DISTRIBUTED__WORKER__DAEMON="False")
-    procs = []
-    try:
-        with open(tmp / "scheduler.log", "wb") as log:
-            procs.append(_spawn([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                 "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)], env, log))
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert time.monotonic() < deadline and procs[0].poll() is None, (tmp / "scheduler.log").read_text()
-            time.sleep(0.1)
-        time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
-        with open(tmp / "worker.log", "wb") as log:
-            procs.append(_spawn([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
-                                 "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], env, log))
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(procs):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def test_dask_runner_fixes(scheduler_address, tmp_path):

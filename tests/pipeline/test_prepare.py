@@ -170,14 +170,14 @@ def test_up_front_failures_are_one_line(tmp_path, capsys):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "im-data-tmp" in p.name]
 
 
-def test_non_empty_output_needs_overwrite(tmp_path, capsys):
+def test_non_empty_output_is_refused_even_with_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert run_cli("prepare", BAD, "-o", out, "-q") == 2
-    assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert run_cli("prepare", BAD, "-o", out, "-q", "--overwrite") == 0
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert "not an im-data output" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert run_cli("prepare", BAD, "-o", out, "-q", "--overwrite") == 2
+    assert (out / "keep.txt").read_text() == "x" and not (out / "manifest.json").exists()
 
 
 def test_a_run_that_dies_leaves_no_manifest(tmp_path):
@@ -208,7 +208,7 @@ def test_weights_and_wit_mode(tmp_path):
     assert run_cli("prepare", BAD, "-o", tmp_path / "o2", "--prompt-weight", "0.5") == 2
 
 
-def test_input_format_and_column_mapping(tmp_path):
+def test_input_format_and_column_mapping(tmp_path, capsys):
     """--input-format/--columns read a dataset with its own column names; unmapped, it is unknown_format."""
     src = tmp_path / "qa.jsonl"
     src.write_text('{"question": "What is 2+2?", "answer": "4"}\n{"question": "Name a colour.", "answer": "Blue"}\n')
@@ -222,8 +222,10 @@ def test_input_format_and_column_mapping(tmp_path):
                    for row in res["rows"])
     assert texts == ["Name a colour.", "What is 2+2?"]
     out2 = tmp_path / "unmapped"
-    assert run_cli("prepare", src, "-o", out2, "-q") == 0
-    assert read_output(out2)["manifest"]["counts"]["rejected_by_reason"] == {"unknown_format": 2}
+    assert run_cli("prepare", src, "-o", out2, "-q") == 3  # every record rejected: exit 3, nothing published
+    err = capsys.readouterr().err
+    assert "unknown_format" in err and "all 2 records were rejected" in err
+    assert not out2.exists()
     assert run_cli("prepare", src, "-o", tmp_path / "bad", "--columns", "bogus=x") == 2
 
 

@@ -3,7 +3,8 @@
 This is not the pipeline. It exists so the TRL plugin can be tested before (and independently of) the Beam
 pipeline: it renders a few toy conversations with a fixed, hand-written template, assigns token roles the way the
 contract in docs/DESIGN.md describes (template=0, system=1, user=2, tool=3, assistant=4, assistant_end=5), applies
-a role->weight table, and writes Arrow IPC stream shards plus a ``manifest.json`` with the contract's keys.
+a role->weight table, and writes Arrow IPC stream shards plus a ``manifest.json`` built with the contract's own
+:class:`im_data.dataset.Manifest` (so it cannot drift from what `prepare` writes).
 """
 
 from __future__ import annotations
@@ -18,23 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from im_data.dataset import MANIFEST_FILE, Column, Counts, Manifest, ShardInfo, shard_path
 from im_data.policy import WeightPolicy
 from im_data.roles import ROLE_CODES, Role
+from im_data.shards import SHARD_SCHEMA
 from im_data.tokenizer import tokenizer_fingerprint
 
-SCHEMA = pa.schema(
-    [
-        ("input_ids", pa.list_(pa.int32())),
-        ("labels", pa.list_(pa.int32())),
-        ("loss_weights", pa.list_(pa.float32())),
-        ("roles", pa.list_(pa.int8())),
-        ("example_id", pa.string()),
-        ("num_instruction_tokens", pa.int32()),
-        ("num_output_tokens", pa.int32()),
-        ("num_output_tokens_kept", pa.int32()),
-        ("truncated", pa.bool_()),
-    ]
-)
+SCHEMA = SHARD_SCHEMA
 
 _WORDS = (
     "the cat sat on a mat while rain fell over quiet hills and rivers ran toward distant seas "
@@ -121,34 +112,30 @@ def write_shard_dir(out_dir: str | Path, tok, *, mode: str = "im", policy: Weigh
     for s in range(num_shards):
         part = rows[bounds[s]: bounds[s + 1]]
         table = pa.Table.from_pylist(part, schema=SCHEMA)
-        name = f"shards/part-{s:05d}-of-{num_shards:05d}.{fmt}"
+        name = shard_path(s, num_shards, fmt)
         path = out / name
         if fmt == "arrow":
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
         else:
             pq.write_table(table, path)
-        shards.append({"path": name, "num_rows": table.num_rows,
-                       "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        shards.append(ShardInfo(name, table.num_rows, hashlib.sha256(path.read_bytes()).hexdigest()))
     (out / "stats.json").write_text(json.dumps({"count": len(rows)}))
-    manifest = {
-        "schema_version": 1,
-        "package_version": "test-fixture",
-        "tokenizer": {"name_or_path": getattr(tok, "name_or_path", "?"),
-                      "fingerprint": fingerprint or tokenizer_fingerprint(tok)},
-        "chat_template": {"name": "test-fixture", "sha256": "0" * 64},
-        "policy": policy.to_dict(),
-        "policy_fingerprint": policy.fingerprint,
-        "role_codes": ROLE_CODES,
-        "format": fmt,
-        "columns": [f.name for f in SCHEMA],
-        "counts": {"read": len(rows), "written": len(rows), "rejected": 0, "rejected_by_reason": {},
-                   "truncated": 0},
-        "tokens_per_role": {},
-        "shards": shards,
-        "created_at": "1970-01-01T00:00:00Z",
-        "max_length": None,
-        "truncation": "keep_start",
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    manifest = Manifest(
+        tokenizer_name=getattr(tok, "name_or_path", "?"),
+        tokenizer_fingerprint=fingerprint or tokenizer_fingerprint(tok),
+        chat_template={"name": "test-fixture", "sha256": "0" * 64},
+        policy=policy.to_dict(),
+        policy_fingerprint=policy.fingerprint,
+        role_codes=ROLE_CODES,
+        format=fmt,
+        columns=tuple(Column(f.name, str(f.type)) for f in SCHEMA),
+        counts=Counts(read=len(rows), written=len(rows), rejected=0, rejected_by_reason={}, truncated=0),
+        shards=tuple(shards),
+        files=tuple(sorted([s.path for s in shards] + ["stats.json"])),
+        card=None,
+        package_version="test-fixture",
+        created_at="1970-01-01T00:00:00Z",
+    )
+    (out / MANIFEST_FILE).write_bytes(manifest.to_json())
     return out

@@ -87,9 +87,10 @@ def test_im_sft_help_lists_the_plugin_fields():
 
 @pytest.mark.parametrize("mode", ["it", "im"])
 def test_plain_trl_sft_trains_on_the_labels_column(tmp_path, tiny_model_dir, prepared, mode):
-    """Binary weights are carried exactly by `labels`: stock `trl sft` trains IT or IM with no plugin at all."""
+    """Binary weights are carried exactly by `labels`: stock `trl sft` trains IT or IM with no plugin at all, on the
+    prepared directory itself (its dataset card points `datasets` at the shards)."""
     run_dir = tmp_path / "run"
     log = _run(["trl", "sft", "--model_name_or_path", str(tiny_model_dir),
-                "--dataset_name", str(prepared[mode] / "shards"), "--output_dir", str(run_dir), *TRAIN_FLAGS],
+                "--dataset_name", str(prepared[mode]), "--output_dir", str(run_dir), *TRAIN_FLAGS],
                cwd=tmp_path)
     assert "'loss'" in log and any(run_dir.glob("*.safetensors"))

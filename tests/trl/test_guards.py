@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import warnings
 
 import pytest
@@ -11,7 +11,8 @@ from datasets import Dataset
 from helpers import make_trainer, rows_of
 from im_data.policy import WeightPolicy
 from shard_fixture import write_shard_dir
-from trl_plugin import (FloatWeightsWarning, ManifestError, TokenizerMismatchError, WeightsError, load_prepared)
+from trl_plugin import (FloatWeightsWarning, ManifestError, TokenizerMismatchError, WeightsError, load_prepared,
+                        read_manifest)
 
 
 def _rows(tok, im_dir, n=4):
@@ -87,16 +88,21 @@ def test_manifest_problems(tok, tmp_path, im_dir):
     with pytest.raises(ManifestError, match="no manifest.json"):
         load_prepared(tmp_path)
     broken = write_shard_dir(tmp_path / "b", tok, rows=_rows(tok, im_dir), num_shards=1)
-    manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["shards"][0]["num_rows"] = 99
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    manifest = read_manifest(broken)
+
+    def rewrite(**shard_fields):
+        shard = dataclasses.replace(manifest.shards[0], **shard_fields)
+        (broken / "manifest.json").write_bytes(dataclasses.replace(manifest, shards=(shard,)).to_json())
+
+    rewrite(num_rows=99)
     with pytest.raises(ManifestError, match="hold 4 rows, the manifest says 99"):
         load_prepared(broken)
-    manifest["shards"][0]["num_rows"] = 4
-    manifest["shards"][0]["sha256"] = "0" * 64
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    rewrite(sha256="0" * 64)
     with pytest.raises(ManifestError, match="sha256"):
         load_prepared(broken, verify_checksums=True)
+    (broken / "manifest.json").write_text('{"schema_version": 1, "shards": []}')
+    with pytest.raises(ManifestError, match="lacks the 'tokenizer' key"):
+        load_prepared(broken)
 
 
 def test_float_weights_warn_when_they_would_be_binarised(tok, make_model, tmp_path):

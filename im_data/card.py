@@ -1,0 +1,151 @@
+"""The dataset card (``README.md``) of a prepared directory: YAML ``configs`` that ``datasets`` reads, and a body
+that says how the data was made and how to train on it.
+
+``configs`` (the `datasets` "manual configuration" of a data folder):
+
+* ``default``: split ``train`` = the train shards, plus the evaluation split (``--eval-fraction``) if any. So
+  ``datasets.load_dataset(DIR)``, ``trl sft --dataset_name DIR`` and a copy of the folder on a dataset hub load
+  exactly the shards, never the dead letters or the JSON files next to them.
+* ``rejects``: one split per reason code, the dead letters of ``rejects/<reason>.jsonl`` in their typed copy
+  ``rejects/<reason>.<format>`` (`datasets` infers one file format for a whole folder, from the default config, so
+  the JSON Lines files themselves cannot be a config next to Arrow/Parquet shards). Absent when nothing was
+  rejected.
+
+Pure: builds text from a :class:`im_data.dataset.Manifest` and the ``stats.json`` document.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import yaml
+
+from .dataset import EVAL_SPLIT_RECIPE, TRAIN_SPLIT, Manifest
+from .roles import ROLE_LABELS
+
+TAGS = ("im-data", "instruction-modelling", "tokenized", "loss-weights")
+
+
+def card_metadata(manifest: Manifest) -> dict[str, Any]:
+    """The YAML header as a dict."""
+    data_files = [{"split": split, "path": [s.path for s in manifest.shards_of(split)]}
+                  for split in manifest.splits]
+    configs: list[dict[str, Any]] = [{"config_name": "default", "default": True, "data_files": data_files}]
+    if manifest.rejects:
+        configs.append({"config_name": "rejects",
+                        "data_files": [{"split": r.reason, "path": r.table} for r in manifest.rejects if r.table]})
+    return {"configs": configs, "tags": list(TAGS)}
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None or isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _made_section(m: Manifest) -> str:
+    template = m.chat_template
+    rows = [["inputs", ", ".join(f"`{i}`" for i in m.inputs) or "n/a"],
+            ["tokenizer", f"`{m.tokenizer_name}` (fingerprint `{m.tokenizer_fingerprint}`)"],
+            ["chat template", f"`{template.get('name', '?')}` (sha256 `{str(template.get('sha256', ''))[:16]}…`)"],
+            ["weight policy", f"`{m.policy.get('name', '?')}` (fingerprint `{m.policy_fingerprint}`)"
+             + (", last assistant turn only" if m.policy.get("last_assistant_only") else "")],
+            ["max length", _fmt(m.max_length) + ("" if m.max_length is None else f" (truncation `{m.truncation}`)")],
+            ["special tokens in content", "allowed" if m.allow_special_tokens else "rejected"],
+            ["shard format", f"{m.format}, {len(m.shards)} file(s)"],
+            ["made by", f"im-data {m.package_version}, {m.created_at}"]]
+    weights = _table(["role", *ROLE_LABELS], [["loss weight", *[_fmt(m.policy.get(r), 2) for r in ROLE_LABELS]]])
+    return "## How this data was made\n\n" + _table(["", ""], rows) + "\n\nPer-token loss weight by role:\n\n" + weights
+
+
+def _counts_section(m: Manifest) -> str:
+    c = m.counts
+    rows = [["read", _fmt(c.read)], ["written", _fmt(c.written)],
+            ["rejected", f"{_fmt(c.rejected)} ({100 * c.reject_rate:.2f} %)"], ["truncated", _fmt(c.truncated)]]
+    rows += [[f"split `{split}`", _fmt(n)] for split, n in m.splits.items()]
+    out = "## Counts\n\n" + _table(["", "examples"], rows)
+    if m.eval_fraction:
+        out += (f"\n\nThe evaluation split holds a fraction {m.eval_fraction:g} of the examples, chosen "
+                f"deterministically: {EVAL_SPLIT_RECIPE}.")
+    if m.rejects:
+        out += "\n\n### Rejects by reason\n\n" + _table(
+            ["reason", "records", "file"], [[f"`{r.reason}`", _fmt(r.count), f"`{r.path}`"] for r in m.rejects])
+        out += ("\n\nEvery rejected record is in its file with its source, index, message and raw text "
+                "(`load_dataset(DIR, \"rejects\")`).")
+    else:
+        out += "\n\nNo record was rejected."
+    return out
+
+
+def _lengths_section(stats: Mapping[str, Any]) -> str:
+    rows = []
+    for key, label in (("instruction_tokens", "instruction tokens"), ("output_tokens", "output tokens"),
+                       ("template_tokens", "template tokens")):
+        b = stats.get(key) or {}
+        rows.append([label, _fmt(b.get("sum")), _fmt(b.get("mean")), _fmt(b.get("median")), _fmt(b.get("min")),
+                     _fmt(b.get("max"))])
+    out = "## Lengths and the dataset ratio\n\n" + _table(["per example", "sum", "mean", "median", "min", "max"], rows)
+    q = stats.get("ratio_quantiles") or {}
+    ratio_rows = [["dataset ratio (Σ instruction / Σ output)", _fmt(stats.get("dataset_ratio"), 4)]]
+    ratio_rows += [[f"per-example ratio {k}", _fmt(q.get(k), 4)] for k in ("p05", "p25", "p50", "p75", "p95")]
+    return out + "\n\n" + _table(["length ratio", "value"], ratio_rows)
+
+
+def _recommendation_section(stats: Mapping[str, Any]) -> str:
+    from .recommend import recommend
+
+    ratio, n = stats.get("dataset_ratio"), int(stats.get("count") or 0)
+    if ratio is None or n < 1:
+        return "## Audit recommendation\n\nNot available (no examples with output tokens)."
+    rec = recommend(ratio, n)
+    out = f"## Audit recommendation\n\n**{rec.summary}**. {rec.reason}"
+    if rec.suggested_prompt_weight is not None:
+        out += (f" A WIT-style prompt weight of {rec.suggested_prompt_weight:g} is suggested "
+                f"(`im-data prepare --mode wit --prompt-weight {rec.suggested_prompt_weight:g}`).")
+    return out + f"\n\n_{rec.caveat} ({rec.citation})._"
+
+
+def _train_section(m: Manifest, where: str) -> str:
+    out = ("## How to train\n\nWith the per-token loss weights (any policy):\n\n```bash\n"
+           f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n\n")
+    binary = m.policy_is_binary
+    if binary:
+        out += ("The weights of this policy are 0 or 1, so the `labels` column (-100 where the weight is 0) says the "
+                "same thing: plain TRL trains on it unchanged:\n\n```bash\n"
+                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n")
+    else:
+        out += ("> **Warning**: this policy has fractional weights. Plain `trl sft` (or `SFTTrainer`) reads only "
+                "`labels` and trains every token with a weight > 0 at weight 1; use `im-sft` "
+                "(`trl_plugin.WeightedSFTTrainer`) to train on the weights.\n")
+    return out + (f"\nIn Python: `datasets.load_dataset(\"{where}\")` gives the splits above; "
+                  f"`trl_plugin.load_prepared(\"{where}\")` also checks the manifest, the row counts and the tokenizer.")
+
+
+def _columns_section(m: Manifest) -> str:
+    return "## Columns\n\n" + _table(["column", "type"], [[f"`{c.name}`", f"`{c.type}`"] for c in m.columns])
+
+
+def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | None = None) -> str:
+    """The whole ``README.md``: YAML header, then the sections. ``location`` (the output directory or URL) names
+    the dataset and goes into the commands; ``DIR`` when not given."""
+    header = yaml.safe_dump(card_metadata(manifest), sort_keys=False, default_flow_style=False)
+    where = location or "DIR"
+    name = where.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
+    intro = (f"# {name}\n\nTokenized conversations with per-token loss weights (`loss_weights`) and token roles "
+             f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {manifest.splits.get(TRAIN_SPLIT, 0):,} "
+             "examples. `manifest.json` (written last) lists every file with its sha256.")
+    sections = [intro, _made_section(manifest), _counts_section(manifest), _lengths_section(stats),
+                _recommendation_section(stats), _train_section(manifest, where), _columns_section(manifest)]
+    return f"---\n{header}---\n\n" + "\n\n".join(sections) + "\n"

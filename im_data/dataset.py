@@ -1,0 +1,512 @@
+"""The output directory contract of ``im-data prepare``: the one place that knows its layout and its manifest.
+
+Layout (``DIR`` is a local directory or a URL such as ``s3://bucket/prefix``)::
+
+    DIR/README.md                                   dataset card (YAML ``configs`` for ``datasets.load_dataset(DIR)``)
+    DIR/stats.json                                  LengthStats.to_dict() of the rows written
+    DIR/shards/part-XXXXX-of-YYYYY.arrow|parquet    the ``train`` split (rows sorted by example_id per shard)
+    DIR/shards/<split>/part-00000-of-00001.arrow    an evaluation split (``--eval-fraction``), if any
+    DIR/rejects/<reason>.jsonl                      dead letters, one file per reason code
+    DIR/rejects/<reason>.arrow|parquet              the same dead letters as a typed table (REJECT_SCHEMA), for the
+                                                    card's ``rejects`` config (`datasets` reads one format per folder)
+    DIR/manifest.json                               written last: its presence means the rest is complete
+
+Everyone who writes or reads such a directory goes through this module: :class:`Manifest` (typed, frozen,
+validated: :meth:`Manifest.from_dict` / :meth:`Manifest.to_dict`), :class:`PreparedDataset` (opens ``DIR``,
+lists and iterates shards, verifies checksums, reads ``stats.json``), :func:`is_prepared_dir`,
+:func:`eval_split_of` (the deterministic evaluation split). Nothing else parses ``manifest.json``.
+Pure: pyarrow and fsspec only (no Beam, no TRL, no ``datasets``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import posixpath
+from typing import Any, Iterator, Mapping, Sequence
+
+from . import storage
+
+MANIFEST_FILE = "manifest.json"
+STATS_FILE = "stats.json"
+CARD_FILE = "README.md"
+SHARDS_DIR = "shards"
+REJECTS_DIR = "rejects"
+MANIFEST_SCHEMA_VERSION = 1
+FORMATS = ("arrow", "parquet")
+TRAIN_SPLIT = "train"
+DEFAULT_EVAL_SPLIT = "test"
+#: The deterministic evaluation split, in words (also written into the dataset card).
+EVAL_SPLIT_RECIPE = ("an example goes to the evaluation split when int(sha256('eval|' + example_id)[:16], 16) "
+                     "< fraction * 2**64, i.e. by a hash of its example_id alone: the same examples for the same "
+                     "inputs and fraction, whatever the runner, the worker count or the order of the records")
+
+
+class ManifestError(ValueError):
+    """A prepared directory is absent, incomplete, or its manifest is invalid or disagrees with its files."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _require(d: Mapping[str, Any], key: str, kind, where: str):
+    if key not in d:
+        raise ManifestError(f"{where}lacks the {key!r} key")
+    value = d[key]
+    if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, (int, float)):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ManifestError(f"{where}{key!r} must be {want}, got {type(value).__name__}")
+    return value
+
+
+def _check_rel_path(path: Any, where: str) -> str:
+    if not isinstance(path, str) or not path:
+        raise ManifestError(f"{where}a file path must be a non-empty string, got {path!r}")
+    norm = posixpath.normpath(path)
+    if path.startswith(("/", "\\")) or "://" in path or norm.startswith("..") or norm != path:
+        raise ManifestError(f"{where}file path {path!r} must be relative to the directory and normalised")
+    return path
+
+
+def shard_path(shard: int, num_shards: int, fmt: str, split: str = TRAIN_SPLIT) -> str:
+    """``shards/part-XXXXX-of-YYYYY.<fmt>`` for ``train``; ``shards/<split>/part-...`` for another split."""
+    name = f"part-{shard:05d}-of-{num_shards:05d}.{fmt}"
+    return f"{SHARDS_DIR}/{name}" if split == TRAIN_SPLIT else f"{SHARDS_DIR}/{split}/{name}"
+
+
+def reject_path(reason: str) -> str:
+    return f"{REJECTS_DIR}/{reason}.jsonl"
+
+
+def reject_table_path(reason: str, fmt: str) -> str:
+    return f"{REJECTS_DIR}/{reason}.{fmt}"
+
+
+#: Columns of the typed copy of the dead letters: the keys every reject line has (``raw`` as text: a value that
+#: is not a string is written as its JSON text), and the optional ones (null when absent).
+REJECT_COLUMNS = (("reason", "string"), ("message", "string"), ("source", "string"), ("index", "int64"),
+                  ("example_id", "string"), ("raw", "string"), ("raw_encoding", "string"), ("raw_truncated", "bool"))
+
+
+def reject_schema():
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in REJECT_COLUMNS])
+
+
+def rejects_to_record_batch(rejects: Sequence[Mapping[str, Any]]):
+    """Dead-letter dicts (as in ``rejects/<reason>.jsonl``) → one record batch with :func:`reject_schema`."""
+    import pyarrow as pa
+
+    def value(rej: Mapping[str, Any], name: str, kind: str):
+        v = rej.get(name)
+        if v is None:
+            return None
+        if kind == "string":
+            return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True, default=repr)
+        if kind == "int64":
+            return int(v)
+        return bool(v)
+
+    schema = reject_schema()
+    return pa.RecordBatch.from_arrays(
+        [pa.array([value(r, name, kind) for r in rejects], schema.field(name).type) for name, kind in REJECT_COLUMNS],
+        schema=schema)
+
+
+def eval_split_of(example_id: str, fraction: float) -> bool:
+    """True when ``example_id`` belongs to the evaluation split for ``fraction`` (see :data:`EVAL_SPLIT_RECIPE`).
+
+    >>> eval_split_of("0123456789abcdef", 0.0), eval_split_of("0123456789abcdef", 1.0)
+    (False, True)
+    """
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"eval|{example_id}".encode("utf-8")).hexdigest()
+    return int(digest[:16], 16) < fraction * 2 ** 64
+
+
+# ------------------------------------------------------------------------------------------ manifest
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    path: str                 # relative to the directory
+    num_rows: int
+    sha256: str
+    split: str = TRAIN_SPLIT
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "") -> "ShardInfo":
+        if not isinstance(d, Mapping):
+            raise ManifestError(f"{where}a shard entry must be an object, got {type(d).__name__}")
+        rows = _require(d, "num_rows", int, where)
+        if rows < 0:
+            raise ManifestError(f"{where}num_rows must be >= 0, got {rows}")
+        return cls(path=_check_rel_path(_require(d, "path", str, where), where), num_rows=rows,
+                   sha256=str(d.get("sha256") or ""), split=str(d.get("split") or TRAIN_SPLIT))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectFile:
+    reason: str
+    path: str                 # rejects/<reason>.jsonl
+    count: int
+    table: str | None = None  # rejects/<reason>.<format>: the typed copy (REJECT_SCHEMA)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "") -> "RejectFile":
+        if not isinstance(d, Mapping):
+            raise ManifestError(f"{where}a rejects entry must be an object")
+        table = d.get("table")
+        return cls(reason=_require(d, "reason", str, where), path=_check_rel_path(_require(d, "path", str, where),
+                                                                                   where),
+                   count=_require(d, "count", int, where),
+                   table=None if table is None else _check_rel_path(table, where))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    read: int
+    written: int
+    rejected: int
+    rejected_by_reason: Mapping[str, int]
+    truncated: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "") -> "Counts":
+        if not isinstance(d, Mapping):
+            raise ManifestError(f"{where}'counts' must be an object")
+        by_reason = d.get("rejected_by_reason") or {}
+        if not isinstance(by_reason, Mapping):
+            raise ManifestError(f"{where}counts.rejected_by_reason must be an object")
+        return cls(read=_require(d, "read", int, where), written=_require(d, "written", int, where),
+                   rejected=_require(d, "rejected", int, where),
+                   rejected_by_reason={str(k): int(v) for k, v in sorted(by_reason.items())},
+                   truncated=int(d.get("truncated", 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "written": self.written, "rejected": self.rejected,
+                "rejected_by_reason": dict(self.rejected_by_reason), "truncated": self.truncated}
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.read if self.read else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``, typed. Build one with the constructor (the writer) or :meth:`from_dict` (readers, which
+    validate); :meth:`to_dict` is the JSON document. ``files`` lists every file the run wrote (relative paths,
+    the manifest itself excluded): what ``--overwrite`` may delete and nothing else."""
+
+    tokenizer_name: str
+    tokenizer_fingerprint: str
+    chat_template: Mapping[str, Any]          # {"name", "sha256"}
+    policy: Mapping[str, Any]                 # WeightPolicy.to_dict()
+    policy_fingerprint: str
+    role_codes: Mapping[str, int]
+    format: str
+    columns: tuple[Column, ...]
+    counts: Counts
+    shards: tuple[ShardInfo, ...]
+    rejects: tuple[RejectFile, ...] = ()
+    files: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    tokens_per_role: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    dataset_ratio: float | None = None
+    max_length: int | None = None
+    truncation: str = "keep_start"
+    allow_special_tokens: bool = False
+    eval_fraction: float = 0.0
+    stats: str = STATS_FILE
+    card: str | None = CARD_FILE
+    package_version: str = ""
+    created_at: str = ""
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ManifestError(f"unknown shard format {self.format!r} ({'|'.join(FORMATS)})")
+        if not self.tokenizer_fingerprint:
+            raise ManifestError("the manifest has no tokenizer fingerprint")
+        paths = [s.path for s in self.shards]
+        if len(set(paths)) != len(paths):
+            raise ManifestError("the manifest lists a shard twice")
+        for path in self.files:
+            _check_rel_path(path, "")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ManifestError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+    # -- reading
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "") -> "Manifest":
+        """Validate a parsed ``manifest.json``; ``where`` prefixes error messages (e.g. the file's path)."""
+        w = f"{where}: " if where else ""
+        if not isinstance(d, Mapping):
+            raise ManifestError(f"{w}not an im-data manifest (a JSON object is expected)")
+        version = _require(d, "schema_version", int, w)
+        if version > MANIFEST_SCHEMA_VERSION:
+            raise ManifestError(f"{w}schema_version {version} is newer than this im-data understands "
+                                f"({MANIFEST_SCHEMA_VERSION}); upgrade im-data")
+        tok = _require(d, "tokenizer", Mapping, w)
+        shards = _require(d, "shards", list, w)
+        columns = _require(d, "columns", list, w)
+        for c in columns:
+            if not isinstance(c, Mapping) or not isinstance(c.get("name"), str) or not isinstance(c.get("type"), str):
+                raise ManifestError(f"{w}'columns' must be a list of {{name, type}} objects, got {c!r}")
+        rejects = d.get("rejects") or []
+        if not isinstance(rejects, list):
+            raise ManifestError(f"{w}'rejects' must be a list")
+        try:
+            return cls(
+                tokenizer_name=str(tok.get("name_or_path") or "default"),
+                tokenizer_fingerprint=str(tok.get("fingerprint") or ""),
+                chat_template=dict(_require(d, "chat_template", Mapping, w)),
+                policy=dict(_require(d, "policy", Mapping, w)),
+                policy_fingerprint=_require(d, "policy_fingerprint", str, w),
+                role_codes={str(k): int(v) for k, v in _require(d, "role_codes", Mapping, w).items()},
+                format=_require(d, "format", str, w),
+                columns=tuple(Column(c["name"], c["type"]) for c in columns),
+                counts=Counts.from_dict(_require(d, "counts", Mapping, w), w),
+                shards=tuple(ShardInfo.from_dict(s, w) for s in shards),
+                rejects=tuple(RejectFile.from_dict(r, w) for r in rejects),
+                files=tuple(d.get("files") or ()),
+                inputs=tuple(str(x) for x in d.get("inputs") or ()),
+                tokens_per_role={str(k): int(v) for k, v in (d.get("tokens_per_role") or {}).items()},
+                dataset_ratio=d.get("dataset_ratio"),
+                max_length=d.get("max_length"),
+                truncation=str(d.get("truncation", "keep_start")),
+                allow_special_tokens=bool(d.get("allow_special_tokens", False)),
+                eval_fraction=float(d.get("eval_fraction", 0.0)),
+                stats=_check_rel_path(d.get("stats", STATS_FILE), w),
+                card=d.get("card"),
+                package_version=str(d.get("package_version", "")),
+                created_at=str(d.get("created_at", "")),
+                schema_version=version,
+            )
+        except ManifestError as exc:
+            msg = str(exc)
+            raise ManifestError(msg if msg.startswith(w) else f"{w}{msg}") from None
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(f"{w}invalid manifest: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "package_version": self.package_version,
+            "created_at": self.created_at,
+            "inputs": list(self.inputs),
+            "tokenizer": {"name_or_path": self.tokenizer_name, "fingerprint": self.tokenizer_fingerprint},
+            "chat_template": dict(self.chat_template),
+            "policy": dict(self.policy),
+            "policy_fingerprint": self.policy_fingerprint,
+            "role_codes": dict(self.role_codes),
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "allow_special_tokens": self.allow_special_tokens,
+            "format": self.format,
+            "columns": [c.to_dict() for c in self.columns],
+            "counts": self.counts.to_dict(),
+            "tokens_per_role": dict(self.tokens_per_role),
+            "dataset_ratio": self.dataset_ratio,
+            "eval_fraction": self.eval_fraction,
+            "stats": self.stats,
+            "card": self.card,
+            "shards": [s.to_dict() for s in self.shards],
+            "rejects": [r.to_dict() for r in self.rejects],
+            "files": list(self.files),
+        }
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    # -- views
+    @property
+    def splits(self) -> dict[str, int]:
+        """``{split: rows}``, ``train`` first."""
+        out: dict[str, int] = {}
+        for s in sorted(self.shards, key=lambda s: s.split != TRAIN_SPLIT):
+            out[s.split] = out.get(s.split, 0) + s.num_rows
+        return out
+
+    def shards_of(self, split: str | None = TRAIN_SPLIT) -> tuple[ShardInfo, ...]:
+        """The shards of one split (``None``: every shard), in manifest order."""
+        return tuple(s for s in self.shards if split is None or s.split == split)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(s.num_rows for s in self.shards)
+
+    @property
+    def policy_is_binary(self) -> bool | None:
+        """True when every role weight is 0 or 1; None when the policy has no role weights."""
+        from .roles import ROLE_LABELS
+
+        values = [self.policy.get(label) for label in ROLE_LABELS]
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+            return None
+        return all(float(v) in (0.0, 1.0) for v in values)
+
+    @property
+    def owned_files(self) -> tuple[str, ...]:
+        """Every file of the directory that im-data wrote, the manifest included."""
+        listed = set(self.files) | {s.path for s in self.shards} | {r.path for r in self.rejects} | {self.stats}
+        listed |= {r.table for r in self.rejects if r.table}
+        if self.card:
+            listed.add(self.card)
+        return tuple(sorted(listed)) + (MANIFEST_FILE,)
+
+
+# ------------------------------------------------------------------------------------ directories
+def manifest_location(root: str | os.PathLike) -> str:
+    return storage.join(os.fspath(root), MANIFEST_FILE)
+
+
+def is_prepared_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` (a directory or URL) holds a ``manifest.json`` (its presence means the run finished)."""
+    try:
+        return storage.isfile(manifest_location(path))
+    except (OSError, ValueError, ImportError):
+        return False
+
+
+def read_manifest(root: str | os.PathLike) -> Manifest:
+    """The validated manifest of a prepared directory; :class:`ManifestError` when absent or invalid."""
+    root = os.fspath(root)
+    location = manifest_location(root)
+    try:
+        data = storage.read_bytes(location)
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{root}: no {MANIFEST_FILE}: not an `im-data prepare` output directory, or the run did not finish "
+            "(the manifest is written last)") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{location}: unreadable manifest: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                            ) from None
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{location}: not valid JSON: {str(exc).splitlines()[0]}") from None
+    return Manifest.from_dict(parsed, where=location)
+
+
+def iter_file_batches(path: str, fmt: str | None = None, columns: Sequence[str] | None = None,
+                      batch_size: int = 4096) -> Iterator[Any]:
+    """Record batches of one shard file: Parquet, Arrow IPC stream (what ``prepare`` writes) or IPC file.
+    ``fmt`` defaults to the file's suffix. Raises :class:`ManifestError` for an unreadable file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fmt = fmt or ("parquet" if path.endswith(".parquet") else "arrow")
+    cols = list(columns) if columns else None
+    try:
+        if fmt == "parquet":
+            with storage.open_file(path, "rb") as f:
+                yield from pq.ParquetFile(f).iter_batches(columns=cols, batch_size=batch_size)
+            return
+        source = pa.memory_map(storage.local_path(path), "r") if not storage.is_url(path) else \
+            storage.open_file(path, "rb")
+        with source:
+            try:
+                batches = iter(pa.ipc.open_stream(source))
+            except pa.ArrowInvalid:
+                source.seek(0)
+                reader = pa.ipc.open_file(source)
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            for batch in batches:
+                yield batch.select(cols) if cols else batch
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: listed by the manifest but missing") from None
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestError(f"{path}: unreadable shard: {msg}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+    """An opened prepared directory: ``PreparedDataset.open(DIR)`` reads and validates the manifest."""
+
+    root: str
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "PreparedDataset":
+        root = os.fspath(root)
+        return cls(root if storage.is_url(root) else storage.local_path(root), read_manifest(root))
+
+    def path(self, rel: str) -> str:
+        """The full path / URL of a file named relative to the directory."""
+        return storage.join(self.root, rel)
+
+    @property
+    def stats_path(self) -> str:
+        return self.path(self.manifest.stats)
+
+    @property
+    def card_path(self) -> str | None:
+        return self.path(self.manifest.card) if self.manifest.card else None
+
+    @property
+    def manifest_path(self) -> str:
+        return self.path(MANIFEST_FILE)
+
+    def shard_files(self, split: str | None = TRAIN_SPLIT) -> list[str]:
+        return [self.path(s.path) for s in self.manifest.shards_of(split)]
+
+    def reject_files(self) -> dict[str, str]:
+        """``{reason: path}`` of the dead-letter files."""
+        return {r.reason: self.path(r.path) for r in self.manifest.rejects}
+
+    def read_stats(self) -> dict[str, Any]:
+        try:
+            return json.loads(storage.read_bytes(self.stats_path).decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"{self.stats_path}: unreadable statistics: {exc}") from None
+
+    def iter_batches(self, split: str | None = TRAIN_SPLIT, columns: Sequence[str] | None = None,
+                     batch_size: int = 4096) -> Iterator[Any]:
+        """Record batches of the given columns, shard by shard in manifest order."""
+        for shard in self.manifest.shards_of(split):
+            yield from iter_file_batches(self.path(shard.path), self.manifest.format, columns, batch_size)
+
+    def read_shard(self, shard: ShardInfo, columns: Sequence[str] | None = None):
+        """One shard as a ``pyarrow.Table`` (the shard schema, or the chosen columns, also when it is empty)."""
+        import pyarrow as pa
+
+        from .shards import SHARD_SCHEMA
+
+        batches = list(iter_file_batches(self.path(shard.path), self.manifest.format, columns))
+        if batches:
+            return pa.Table.from_batches(batches)
+        schema = SHARD_SCHEMA if not columns else pa.schema([SHARD_SCHEMA.field(c) for c in columns])
+        return schema.empty_table()
+
+    def read_table(self, split: str | None = TRAIN_SPLIT, columns: Sequence[str] | None = None):
+        import pyarrow as pa
+
+        tables = [self.read_shard(s, columns) for s in self.manifest.shards_of(split)]
+        return pa.concat_tables(tables) if tables else self.read_shard(ShardInfo("x", 0, ""), columns)
+
+    def verify(self, checksums: bool = True) -> None:
+        """Every shard exists (and, with ``checksums``, matches its sha256); :class:`ManifestError` otherwise."""
+        for shard in self.manifest.shards:
+            where = self.path(shard.path)
+            if not storage.isfile(where):
+                raise ManifestError(f"{self.manifest_path} lists {shard.path}, which does not exist")
+            if checksums and shard.sha256 and storage.sha256_file(where) != shard.sha256:
+                raise ManifestError(f"{where}: sha256 differs from the manifest; the shard was modified or "
+                                    "truncated")
