@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="put a fraction F of the examples into an evaluation split, chosen by a hash of the example "
                         "id: deterministic (default: 0, none)")
     p.add_argument("--eval-split", default="test", metavar="NAME",
-                   help="name of the evaluation split (default: test, the split `trl sft` evaluates on)")
+                   help="name of the evaluation split (default: test, the split trl sft evaluates on)")
     p.add_argument("--max-reject-rate", type=float, default=1.0, metavar="R",
                    help="fail (exit 3, no manifest) when more than this share of the records is rejected; a run "
                         "that writes no example always fails; above 5 %% a warning (default: 1.0)")
