@@ -33,6 +33,7 @@ class PrepareConfig:
     batch_size: int = 1024                     # max records per encode batch (BatchElements)
     run_buffer_bytes: int = 16 << 20          # rows buffered per writer before a sorted run is spilled
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
+    max_record_bytes: int = 16 << 20          # a larger raw record is rejected too_large while reading
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
 
     def __post_init__(self) -> None:
@@ -42,6 +43,8 @@ class PrepareConfig:
             raise ValueError(f"--truncation must be one of {TRUNCATIONS}, got {self.truncation!r}")
         if self.num_shards < 1:
             raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if self.max_record_bytes < 1:
+            raise ValueError(f"--max-record-bytes must be >= 1, got {self.max_record_bytes}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"--max-length must be >= 1, got {self.max_length}")
 
