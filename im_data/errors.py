@@ -43,7 +43,8 @@ class RecordError(ValueError):
 def internal_error(exc: BaseException) -> RecordError:
     """An unexpected exception on one record, as a reject naming the exception (never a dead job)."""
     text = str(exc).splitlines()[0][:500] if str(exc) else ""
-    return RecordError("internal_error", f"{type(exc).__module__}.{type(exc).__qualname__}: {text}".strip())
+    kind = type(exc).__qualname__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__qualname__}"
+    return RecordError("internal_error", f"{kind}: {text}".strip())
 
 
 class TemplateError(RecordError):

@@ -294,15 +294,14 @@ def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: i
                 break
             consumed += len(line)
             if len(line) > max_bytes and not line.endswith(b"\n"):
-                size = len(line)
-                while not line.endswith(b"\n"):
+                prefix, size = line[:RAW_PREFIX_BYTES], len(line)
+                while not line.endswith(b"\n"):  # skip the rest of the line, holding 1 MiB at most
                     line = f.readline(1 << 20)
                     if not line:
                         break
                     consumed += len(line)
                     size += len(line)
-                yield _too_large(label, index, size - line.endswith(b"\n"), max_bytes,
-                                 line[:RAW_PREFIX_BYTES] if size == len(line) else b"")
+                yield _too_large(label, index, size - line.endswith(b"\n"), max_bytes, prefix)
             elif line.strip():
                 yield RawRecord(label, index, line.rstrip(b"\r\n"))
             index += 1
