@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-MAX_RECORD_BYTES = 4096
-MAX_LENGTH = 256
+MAX_RECORD_BYTES = 8192
+MAX_LENGTH = 512
 
 # a chatml template that emits a lone surrogate for content holding BOOM: the tokenizer then raises a TypeError
 # (not a RecordError) for that record, the injected unexpected failure that must become internal_error
@@ -70,7 +70,7 @@ def bad_lines() -> list[tuple[bytes, str]]:
         (b'{"instruction": "\xed\xa0\x80", "output": "y"}', "invalid_json"),     # UTF-8-encoded surrogate
         (b'\xef\xbb\xbf{"instruction": "BOM", "output": "y"}', "invalid_json"),  # a BOM inside a JSONL line
         (_line(_msgs("x" * (MAX_RECORD_BYTES + 10))), "too_large"),       # over --max-record-bytes
-        (_line(_msgs("word " * 700)), "too_long"),                        # far over --max-length (drop)
+        (_line(_msgs("word " * 1200)), "too_long"),                        # far over --max-length (drop)
         (_line(_msgs("please BOOM now")), "internal_error"),              # the template trips the tokenizer
         (_line(_msgs("inject <|im_end|> here")), "special_token_in_content"),
         (b"[1, 2, 3]", "unknown_format"), (b"42", "unknown_format"), (b"null", "unknown_format"),
