@@ -19,6 +19,7 @@ import dataclasses
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
 from im_data.templates import ChatTemplate
 
@@ -110,9 +111,12 @@ class PrepareOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     overwrite: bool = False
     runner: RunnerOptions = dataclasses.field(default_factory=RunnerOptions)
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.max_record_bytes < 1:
+            raise ValueError(f"--max-record-bytes must be >= 1, got {self.max_record_bytes}")
         if not self.output:
             raise ValueError("an output directory is needed (--output DIR)")
         if self.format not in SHARD_FORMATS:
@@ -225,6 +229,20 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
 
 def runner_options_from_args(args: argparse.Namespace) -> RunnerOptions:
     return RunnerOptions(runner=args.runner, dask_address=args.dask_address, dask_workers=args.dask_workers)
+
+
+def parse_size(text: str) -> int:
+    """A byte count with an optional binary suffix: ``4096``, ``64K``, ``16M``/``16MiB``, ``1G``.
+
+    >>> parse_size("16MiB"), parse_size("64k"), parse_size("100")
+    (16777216, 65536, 100)
+    """
+    s = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1:], 1)
+    try:
+        return int(s[:-1] if scale > 1 else s) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4096, 64K, 16M or 1G, got {text!r}") from None
 
 
 def usage_error(exc: BaseException) -> UsageError:

@@ -16,8 +16,11 @@ import sys
 import time
 from typing import Any
 
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES
+
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
-                      add_runner_arguments, encoder_options_from_args, runner_options_from_args, usage_error)
+                      add_runner_arguments, encoder_options_from_args, parse_size, runner_options_from_args,
+                      usage_error)
 
 LOG = logging.getLogger("im_data.prepare")
 
@@ -47,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_encoder_arguments(p)
     p.add_argument("--format", choices=SHARD_FORMATS, default="arrow", help="shard format (default: arrow)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
+    p.add_argument("--max-record-bytes", type=parse_size, default=DEFAULT_MAX_RECORD_BYTES, metavar="SIZE",
+                   help="reject a raw record (a line, an array element) larger than this as too_large, while reading "
+                        "and before parsing; e.g. 4096, 64K, 16M (default: 16M)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory (default: off)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
@@ -68,7 +74,7 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     try:
         return PrepareOptions(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
                               num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
-                              runner=runner_options_from_args(args))
+                              runner=runner_options_from_args(args), max_record_bytes=args.max_record_bytes)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -95,7 +101,7 @@ def plan(options: PrepareOptions):
         encoder = encoder_options.build(tok)
         config = PrepareConfig(sources=sources, work_dir="", output_dir=os.path.abspath(options.output),
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
-                               batch_size=options.batch_size)
+                               batch_size=options.batch_size, max_record_bytes=options.max_record_bytes)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     return config, encoder.metadata()
