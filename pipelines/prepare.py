@@ -125,11 +125,13 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
     import im_data
 
     from .manifest import build_manifest, make_work_dir, publish, read_summary
+    from .signals import remove_on_signal
 
     start = time.perf_counter()
     options = config
     stage_config, meta = plan(options)
     work_dir = make_work_dir(stage_config.output_dir)
+    remove_on_signal(work_dir)
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     try:
         started = time.perf_counter()
@@ -178,8 +180,11 @@ def print_summary(result: PrepareResult, file=None) -> None:
 def command(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
+    from .signals import stop_on_signals
+
     try:
-        result = prepare(options_from_args(args), beam_args)
+        with stop_on_signals("im-data prepare"):  # SIGTERM/SIGINT: temporary folder removed, one line, 143/130
+            result = prepare(options_from_args(args), beam_args)
     except UsageError as exc:
         print(f"im-data prepare: error: {exc}", file=sys.stderr)
         return 2
