@@ -191,7 +191,8 @@ def check_input_specs(specs) -> None:
         spec = str(spec)
         if spec.startswith(HUB_PREFIXES) or storage.is_url(spec) or any(c in spec for c in "*?["):
             continue  # globs that match nothing are reported by pipelines.read.expand_inputs
-        if not os.path.exists(os.path.expanduser(spec)):
+        path = os.path.expanduser(spec)
+        if not os.path.exists(path) and not os.path.lexists(path):  # a broken link or loop: expand_inputs says which
             hub_like = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith("/")
             hint = f" (a hub dataset is read only as hf:{spec})" if hub_like else ""
             raise UsageError(f"{spec}: no such file or directory{hint}")
