@@ -6,6 +6,7 @@ Run it directly for a single process: ``python -m trl_plugin.train --model_name_
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 
 
@@ -115,11 +116,18 @@ def main(script_args, training_args, model_args, dataset_args, data_args) -> Non
         trainer.end()
 
 
-def run(argv: list[str] | None = None) -> None:
-    parser = make_parser(prog="im-sft")
-    parsed = parser.parse_args_and_config(argv, fail_with_unknown_args=False)
-    main(*parsed)
+def run(argv: list[str] | None = None) -> int:
+    """Parse and train; an error ends on one line (``im-sft: error: ...``) unless ``--debug`` or IM_SFT_DEBUG=1."""
+    from .cli import guarded, split_debug
+
+    args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+
+    def parse_and_train() -> None:
+        parsed = make_parser(prog="im-sft").parse_args_and_config(args, fail_with_unknown_args=False)
+        main(*parsed)
+
+    return guarded(parse_and_train, debug)
 
 
 if __name__ == "__main__":
-    run()
+    raise SystemExit(run())
