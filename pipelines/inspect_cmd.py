@@ -13,43 +13,36 @@ import os
 import sys
 from typing import Any
 
-from .audit import AuditError, is_shard_dir, read_arrow_table, read_manifest
+from .options import (UsageError, add_encoder_arguments, check_input_specs, encoder_options_from_args,
+                      plain_description, usage_error)
+from .shard_dir import is_shard_dir, read_arrow_table, read_manifest
 
 
-class InspectError(AuditError):
+class InspectError(UsageError):
     """Bad input: one line on stderr, exit status 2."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="SHARD_DIR|INPUT",
-                   help="a prepared shard directory (with manifest.json) or a raw input in any format `prepare` reads")
+                   help="a prepared shard directory (with manifest.json) or a raw input in any format prepare reads")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, default=None, metavar="N",
-                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order)")
-    which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id")
-    p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page")
+                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order) (default: 0)")
+    which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id (default: use --index)")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page (default: none)")
     p.add_argument("--tokens", action="store_true",
-                   help="print one plain line per token (position, text, id, role, weight) instead of the view")
+                   help="print one plain line per token (position, text, id, role, weight) instead of the view "
+                        "(default: off)")
     p.add_argument("--width", type=int, default=None, metavar="COLS", help="terminal width (default: detected)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default auto: only on a terminal; NO_COLOR is honoured)")
     g = p.add_argument_group("raw input (ignored for a shard directory, whose weights are fixed)")
-    g.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                   help="tokenizer (default: the embedded one; for a shard directory: the one in its manifest)")
-    g.add_argument("--chat-template", default=None, metavar="NAME|FILE")
-    g.add_argument("--mode", choices=("it", "im", "wit"), default=None, help="weight policy (default im)")
-    g.add_argument("--prompt-weight", type=float, default=None, metavar="X")
-    g.add_argument("--response-weight", type=float, default=None, metavar="Y")
-    g.add_argument("--weights", nargs="+", default=None, metavar="ROLE=W")
-    g.add_argument("--last-assistant-only", action="store_true")
-    g.add_argument("--max-length", type=int, default=None, metavar="N")
-    g.add_argument("--truncation", choices=("keep_start", "drop"), default="keep_start")
-    g.add_argument("--allow-special-tokens", action="store_true")
+    add_encoder_arguments(g)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="show one example token by token, coloured by loss weight and role",
-                              description=__doc__.split("\n\n")[0])
+                              description=plain_description(__doc__))
     add_arguments(p)
     p.set_defaults(func=command)
 
@@ -59,11 +52,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
 
     from im_data.render import render_html, render_terminal, render_token_rows
 
-    try:
-        view = build(args)
-    except AuditError as exc:
-        print(f"im-data inspect: error: {exc}", file=sys.stderr)
-        return 2
+    view = build(args)
     force = {"always": True, "never": False}.get(args.color)
     # --color always: 24-bit colour, so the weight scale stays continuous (auto: whatever the terminal supports)
     console = Console(width=args.width, force_terminal=force, no_color=args.color == "never" or None,
@@ -77,8 +66,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
             with open(args.html, "w", encoding="utf-8") as f:
                 f.write(render_html(view))
         except OSError as exc:
-            print(f"im-data inspect: error: cannot write {args.html}: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot write {args.html}: {exc}") from None
         console.print(f"HTML view: {args.html}", markup=False)
     return 0
 
@@ -87,6 +75,7 @@ def build(args: argparse.Namespace):
     """The :class:`im_data.render.ExampleView` the arguments ask for (raises :class:`InspectError`)."""
     if args.index is not None and args.index < 0:
         raise InspectError(f"--index must be >= 0, got {args.index}")
+    check_input_specs([args.target])
     target = os.path.expanduser(args.target)
     if os.path.isdir(target) and is_shard_dir(target):
         return view_from_shard_dir(target, args)
@@ -164,20 +153,9 @@ def view_from_shard_dir(path: str, args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------------------------- raw
-def _policy(args: argparse.Namespace):
-    from .prepare import SetupError, make_policy
-
-    ns = argparse.Namespace(**vars(args))
-    ns.mode = args.mode or "im"
-    try:
-        return make_policy(ns)
-    except SetupError as exc:
-        raise InspectError(str(exc)) from None
-
-
 def find_raw_record(spec: str, index: int | None, example_id: str | None):
     """``(RawRecord, position)`` of the N-th record (reading order) or the one with ``example_id``."""
-    from .encode import example_id as make_id
+    from im_data.shards import example_id as make_id
     from .read import InputError, expand_inputs, plan_splits, read_split
 
     try:
@@ -205,20 +183,19 @@ def find_raw_record(spec: str, index: int | None, example_id: str | None):
 
 
 def view_from_raw(spec: str, args: argparse.Namespace):
-    from im_data import ChatTemplate, Encoder, RecordError, load_tokenizer, parse_json_line
+    from im_data import RecordError, parse_json_line
     from im_data.render import view_from_example
     from im_data.tokenizer import TokenizerLoadError
 
-    from .encode import example_id as make_id
+    from im_data.shards import example_id as make_id
 
-    policy = _policy(args)
+    options = encoder_options_from_args(args)
     try:
-        tok = load_tokenizer(args.tokenizer)
-        template = ChatTemplate.resolve(args.chat_template, tok) if args.chat_template else None
-        encoder = Encoder(tok, chat_template=template, policy=policy, max_length=args.max_length,
-                          truncation=args.truncation, allow_special_tokens=args.allow_special_tokens)
+        tok = options.load_tokenizer()
+        encoder = options.build(tok)
     except (TokenizerLoadError, ValueError, OSError) as exc:
-        raise InspectError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise usage_error(exc) from None
+    policy = options.policy
     rec, position = find_raw_record(spec, args.index, args.example_id)
     where = f"{rec.source}, record {position} (line/row {rec.index})"
     try:
