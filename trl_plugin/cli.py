@@ -195,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         print(version_line())
         return 0
     if args in (["-h"], ["--help"]):
-        return print_help()
+        try:
+            return print_help()
+        except BrokenPipeError:  # `im-sft --help | head`: the reader went away
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
     if "-h" not in args and "--help" not in args:  # with other options (e.g. --config), TRL's parser prints it
         missing = missing_required(args)
         if missing:
