@@ -128,7 +128,14 @@ def longest_example(datasets: Iterable[Any]) -> int | None:
     return longest
 
 
-def resolve_max_length(max_length: int | str | None, manifests: Mapping[str, Mapping[str, Any] | None],
+def _manifest_max_length(manifest: Any) -> int | None:
+    """The manifest's ``max_length``, from its JSON dict or a typed manifest object."""
+    if isinstance(manifest, Mapping):
+        return manifest.get("max_length")
+    return getattr(manifest, "max_length", None)
+
+
+def resolve_max_length(max_length: int | str | None, manifests: Mapping[str, Any],
                        datasets: Iterable[Any], packing: bool, trl_default: int | None) -> int | None:
     """The ``max_length`` the trainer uses for ``max_length="auto"`` (any other value is returned unchanged).
 
@@ -141,7 +148,7 @@ def resolve_max_length(max_length: int | str | None, manifests: Mapping[str, Map
     if not manifests or any(m is None for m in manifests.values()):
         logger.info("max_length=auto: not every dataset is an im-data prepared one; TRL's default %s", trl_default)
         return trl_default
-    limits = [m.get("max_length") for m in manifests.values()]
+    limits = [_manifest_max_length(m) for m in manifests.values()]
     if all(isinstance(limit, int) for limit in limits):
         resolved = max(limits)
         logger.info("max_length=auto: %s, from the prepared data's manifest", resolved)
