@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 
@@ -39,6 +40,16 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     return TrlParser(dataclass_types, prog=prog)
 
 
+def check_local_dataset(name: str) -> None:
+    """Raise FileNotFoundError for a dataset name that is meant as a local path (``./x``, ``/x``, ``~/x``, or
+    ``dir/x`` where ``dir`` exists here) but does not exist, instead of asking the hub for it."""
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or (len(path.parts) > 1 and path.parent.is_dir())
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"dataset {name!r} does not exist: give the directory `im-data prepare --output` "
+                                "wrote, or a hub dataset as OWNER/NAME")
+
+
 def _load(name: str, script_args, data_args, split: str):
     from datasets import load_dataset
 
@@ -46,6 +57,7 @@ def _load(name: str, script_args, data_args, split: str):
 
     if is_prepared_dir(name):
         return load_prepared(name, verify_checksums=data_args.verify_checksums)
+    check_local_dataset(name)
     dataset = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
     return dataset[split]
 
