@@ -108,7 +108,8 @@ def test_im_sft_error_is_the_last_line_and_debug_shows_the_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = _im_sft(["--model_name_or_path", "m", "--dataset_name", "d", "--max_length", "abc", "--debug"], tmp_path)
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "ValueError: max_length must be an integer, 'none' or 'auto', got 'abc'"
+    assert proc.stderr.strip().splitlines()[-1] == ("ValueError: max_length must be an integer, 'none' or 'auto', "
+                                                    "got 'abc'")
 
 
 def test_im_sft_error_in_the_training_process(tmp_path, tiny_model_dir, tok, prepared):
