@@ -1,10 +1,11 @@
 """Live progress of ``prepare`` and ``audit``: workers write small count files, the launcher polls them.
 
 Beam metrics cannot be read mid-run on every runner, so the pipeline carries pass-through steps
-(:func:`report_progress`) that count what passes (records and bytes read per source, rows and tokens written, rejects, finished phases) in
-a per-process :class:`_Reporter`, which rewrites one small JSON file per worker process under the run's progress
-directory (atomically, at most every :data:`FLUSH_S` seconds and at the end of each bundle). The launcher's
-:class:`ProgressDisplay` sums those files: a rich bar on a terminal, plain periodic lines otherwise.
+(:func:`report_progress`) that count what passes (records and bytes read per source, rows and tokens written,
+rejects, finished phases) in a per-process :class:`_Reporter`, which rewrites one small JSON file per worker process
+in a temporary progress directory (atomically, at most every :data:`FLUSH_S` seconds and at the end of each
+bundle). The launcher's :class:`ProgressDisplay` sums those files: a rich bar on a terminal, plain periodic lines
+otherwise (every ``IM_DATA_PROGRESS_INTERVAL`` seconds, default 10, and at every phase change).
 
 This works wherever the workers see the launcher's file system: the DirectRunner (in-process or
 ``multi_processing``) and Dask on one host. Elsewhere the directory does not exist on the worker, nothing is

@@ -44,6 +44,8 @@ def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
     beam_args, values = split_pipeline_options(pipeline_options)
     given = {a.lstrip("-").split("=", 1)[0] for a in beam_args if a.startswith("--")} | set(values)
     cluster = None
+    if "default_sdk_harness_log_level" not in given and logging.getLogger("im_data").getEffectiveLevel() > logging.INFO:
+        beam_args.append("--default_sdk_harness_log_level=ERROR")  # worker processes' chatter: only with -v
     if name.lower() in ("direct", "directrunner"):
         chosen: Any = "DirectRunner"
     elif name.lower() in ("dask", "daskrunner"):
