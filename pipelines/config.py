@@ -34,6 +34,7 @@ class PrepareConfig:
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
     eval_fraction: float = 0.0                # share of examples in the evaluation split (by example_id)
     eval_split: str = "test"                  # the evaluation split's name
+    progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

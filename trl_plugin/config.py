@@ -8,6 +8,26 @@ from trl import SFTConfig
 
 NORMALIZATIONS = ("weight", "tokens", "sequence")
 SEGMENT_METRICS = ("none", "eval", "all")
+#: ``max_length`` value meaning "as the data allows": resolved by the trainer, see `WeightedSFTConfig`
+AUTO = "auto"
+
+
+def parse_max_length(value: int | str | None) -> int | str | None:
+    """``max_length`` from Python or the command line (where it arrives as a string): an int >= 1, None
+    (``"none"``/``"null"``: never truncate) or :data:`AUTO`."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text in ("none", "null"):
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"max_length must be an integer, 'none' or 'auto', got {value!r}") from None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max_length must be an integer >= 1, 'none' or 'auto', got {value!r}")
+    return value
 
 
 @dataclass
@@ -31,6 +51,12 @@ class WeightedSFTConfig(SFTConfig):
             free for training) or `"all"` (training and evaluation). Needs the `roles` column.
         roles_column (`str`, *optional*, defaults to `"roles"`):
             Column holding the int8 token roles (`im_data.roles`), used by the segment metrics only.
+        max_length (`int`, `"auto"` or `None`, *optional*, defaults to `"auto"`):
+            As in `SFTConfig`, with a default that respects prepared data: `"auto"` takes the `max_length` of the
+            `im-data prepare` manifests of the datasets (the largest; no truncation when a manifest has none; with
+            packing and no manifest limit, the longest example), and TRL's default (1024) for other datasets.
+            Whatever the trainer still truncates is reported with a `TruncationWarning` naming the tokens and the
+            trained weight it removes.
     """
 
     loss_weights_column: str | None = field(
@@ -61,8 +87,18 @@ class WeightedSFTConfig(SFTConfig):
         default="roles",
         metadata={"help": "Column with the int8 token roles (im_data.roles), used by the segment metrics."},
     )
+    max_length: int | str | None = field(
+        default=AUTO,
+        metadata={
+            "help": "Maximum tokens per sequence (with packing: the packed length). 'auto': an im-data prepared "
+            "dataset keeps its own lengths (the manifest's max_length, or no truncation when it was prepared "
+            "without one); other datasets get TRL's 1024. An integer truncates, and im-sft reports the tokens and "
+            "trained weight that removes; 'none' never truncates."
+        },
+    )
 
     def __post_init__(self):
+        self.max_length = parse_max_length(self.max_length)
         if isinstance(self.loss_weights_column, str) and self.loss_weights_column.strip().lower() in ("", "none"):
             self.loss_weights_column = None
         if isinstance(self.segment_metrics, bool):

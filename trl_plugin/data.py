@@ -107,15 +107,32 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str 
     return ds
 
 
-def stamped_fingerprint(dataset: Any) -> str | None:
-    """The tokenizer fingerprint :func:`load_prepared` stamped on ``dataset``, if any."""
+def prepared_stamp(dataset: Any) -> dict[str, Any] | None:
+    """What :func:`load_prepared` stamped on ``dataset`` (``tokenizer_fingerprint``, ``path``), if anything."""
     info = getattr(dataset, "info", None)
     description = getattr(info, "description", None) or ""
     if not description.startswith(_STAMP):
         return None
     try:
-        return json.loads(description[len(_STAMP):]).get("tokenizer_fingerprint")
+        stamp = json.loads(description[len(_STAMP):])
     except json.JSONDecodeError:
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def stamped_fingerprint(dataset: Any) -> str | None:
+    """The tokenizer fingerprint :func:`load_prepared` stamped on ``dataset``, if any."""
+    return (prepared_stamp(dataset) or {}).get("tokenizer_fingerprint")
+
+
+def stamped_manifest(dataset: Any) -> dict[str, Any] | None:
+    """The manifest of the prepared directory ``dataset`` was loaded from, if it is still there."""
+    path = (prepared_stamp(dataset) or {}).get("path")
+    if not path or not is_prepared_dir(path):
+        return None
+    try:
+        return read_manifest(path)
+    except ManifestError:
         return None
 
 

@@ -6,6 +6,8 @@ Run it directly for a single process: ``python -m trl_plugin.train --model_name_
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 
@@ -38,6 +40,16 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     return TrlParser(dataclass_types, prog=prog)
 
 
+def check_local_dataset(name: str) -> None:
+    """Raise FileNotFoundError for a dataset name that is meant as a local path (``./x``, ``/x``, ``~/x``, or
+    ``dir/x`` where ``dir`` exists here) but does not exist, instead of asking the hub for it."""
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or (len(path.parts) > 1 and path.parent.is_dir())
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"dataset {name!r} does not exist: give the directory `im-data prepare --output` "
+                                "wrote, or a hub dataset as OWNER/NAME")
+
+
 def _load(name: str, script_args, data_args, split: str):
     from datasets import load_dataset
 
@@ -45,6 +57,7 @@ def _load(name: str, script_args, data_args, split: str):
 
     if is_prepared_dir(name):
         return load_prepared(name, verify_checksums=data_args.verify_checksums)
+    check_local_dataset(name)
     dataset = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
     return dataset[split]
 
@@ -123,11 +136,18 @@ def main(script_args, training_args, model_args, dataset_args, data_args) -> Non
         trainer.end()
 
 
-def run(argv: list[str] | None = None) -> None:
-    parser = make_parser(prog="im-sft")
-    parsed = parser.parse_args_and_config(argv, fail_with_unknown_args=False)
-    main(*parsed)
+def run(argv: list[str] | None = None) -> int:
+    """Parse and train; an error ends on one line (``im-sft: error: ...``) unless ``--debug`` or IM_SFT_DEBUG=1."""
+    from .cli import guarded, split_debug
+
+    args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+
+    def parse_and_train() -> None:
+        parsed = make_parser(prog="im-sft").parse_args_and_config(args, fail_with_unknown_args=False)
+        main(*parsed)
+
+    return guarded(parse_and_train, debug)
 
 
 if __name__ == "__main__":
-    run()
+    raise SystemExit(run())

@@ -18,6 +18,7 @@ How it hooks into TRL (1.16), with the smallest overrides:
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import fields
@@ -36,7 +37,7 @@ from im_data.tokenizer import tokenizer_fingerprint
 from im_data.dataset import Manifest
 
 from .collator import WeightedDataCollator
-from .config import WeightedSFTConfig
+from .config import AUTO, WeightedSFTConfig
 from .data import (
     FloatWeightsWarning,
     TokenizerMismatchError,
@@ -49,11 +50,15 @@ from .data import (
     prepare_batch,
     read_manifest,
     stamped_fingerprint,
+    stamped_manifest,
 )
+from .truncation import TruncationWarning, measure_truncation, resolve_max_length
 
 _INSTRUCTION_CODES = tuple(int(r) for r in INSTRUCTION_ROLES)
 _OUTPUT_CODES = tuple(int(r) for r in OUTPUT_ROLES)
 _SEGMENTS = {"instruction": _INSTRUCTION_CODES, "output": _OUTPUT_CODES}
+#: TRL's own default, used by ``max_length="auto"`` for data that was not prepared by im-data
+_TRL_MAX_LENGTH = next(f.default for f in fields(SFTConfig) if f.name == "max_length")
 
 
 class _ScaledFusedForward:
@@ -143,6 +148,7 @@ class WeightedSFTTrainer(SFTTrainer):
         self._stamps = {name: stamped_fingerprint(ds) for name, ds in _named_datasets(train_dataset, eval_dataset)}
         if processing_class is not None:
             self._check_fingerprints(processing_class)
+        args = self._resolve_max_length(args, train_dataset, eval_dataset)
 
         self._segment_sums = {"train": None, "eval": None}
         self._warned_no_roles = False
@@ -172,6 +178,29 @@ class WeightedSFTTrainer(SFTTrainer):
             return load_prepared(dataset)
         return dataset
 
+    def _resolve_max_length(self, args, train_dataset, eval_dataset):
+        """``max_length="auto"``: the prepared data's own limit (see `WeightedSFTConfig`), on a copy of ``args``."""
+        if args.max_length != AUTO:
+            return args
+        named = dict(_named_datasets(train_dataset, eval_dataset))
+        manifests = {name: self._manifests.get(name) or stamped_manifest(ds) for name, ds in named.items()}
+        args = copy.copy(args)
+        args.max_length = resolve_max_length(AUTO, manifests, named.values(), args.packing, _TRL_MAX_LENGTH)
+        return args
+
+    def _report_truncation(self, dataset, args, packing, dataset_name, weights_column):
+        """Warn (once, on the main process) with the tokens and trained weight that truncation at
+        ``args.max_length`` removes: TRL cuts every sequence, and `bfd` packing cuts the longer ones."""
+        if args.max_length is None or (packing and args.packing_strategy != "bfd"):
+            return
+        if "input_ids" not in get_dataset_column_names(dataset):
+            return
+        keep_end = not packing and args.truncation_mode == "keep_end"
+        cost = measure_truncation(dataset, args.max_length, keep_end, weights_column)
+        if cost is not None and cost.tokens_removed and args.process_index == 0:
+            mode = f"packing {args.packing_strategy}" if packing else args.truncation_mode
+            warnings.warn(cost.message(dataset_name, args.max_length, mode), TruncationWarning, stacklevel=3)
+
     def _check_fingerprints(self, processing_class):
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         for name, manifest in self._manifests.items():
@@ -186,6 +215,7 @@ class WeightedSFTTrainer(SFTTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if not self._weighted:
+            self._report_truncation(dataset, args, packing, dataset_name, weights_column=None)
             return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
         col = args.loss_weights_column
         columns = get_dataset_column_names(dataset)
@@ -214,6 +244,7 @@ class WeightedSFTTrainer(SFTTrainer):
                 sl = slice(-args.max_length, None)
             else:
                 raise ValueError(f"Unsupported truncation mode: {args.truncation_mode}")
+        self._report_truncation(dataset, args, packing, dataset_name, weights_column=col)
         map_kwargs: dict[str, Any] = {}
         if isinstance(dataset, Dataset):
             map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Checking weights of {dataset_name} dataset"}

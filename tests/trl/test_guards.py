@@ -125,3 +125,15 @@ def test_unsupported_combinations(tok, make_model, tmp_path, im_dir):
         make_trainer(make_model(), str(im_dir), tok, tmp_path, loss_type="dft")
     with pytest.raises(ValueError, match="loss_normalization"):
         make_trainer(make_model(), str(im_dir), tok, tmp_path, loss_normalization="mean")
+
+
+def test_a_missing_local_dataset_is_not_asked_of_the_hub(tmp_path, monkeypatch, im_dir):
+    from trl_plugin.train import check_local_dataset
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    for name in ("out/typo", "./typo", str(tmp_path / "typo"), "~/surely-not-here-im-data"):
+        with pytest.raises(FileNotFoundError, match=f"dataset {name!r} does not exist"):
+            check_local_dataset(name)
+    for name in ("owner/name", "imdb", str(im_dir)):  # hub names, and paths that exist, pass
+        check_local_dataset(name)
