@@ -28,7 +28,7 @@ import numpy as np
 from .errors import RecordError
 from .formats import FormatOptions, normalize_record
 from .policy import WeightPolicy
-from .roles import INSTRUCTION_MASK, NUM_ROLES, ROLE_CODES, Role
+from .roles import INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, ROLE_CODES, Role
 from .templates import ChatTemplate, RenderedConversation, find_spans, render_empty
 from .tokenizer import special_token_ids, tokenizer_fingerprint
 
@@ -248,7 +248,7 @@ class Encoder:
                                         "pass allow_special_tokens to accept it")
         full_counts = np.bincount(seg * NUM_ROLES + roles, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
         n_instr = full_counts[:, INSTRUCTION_MASK].sum(axis=1)
-        n_out = full_counts[:, Role.ASSISTANT]
+        n_out = full_counts[:, OUTPUT_MASK].sum(axis=1)
         n_tmpl = full_counts[:, Role.TEMPLATE] + full_counts[:, Role.ASSISTANT_END]
 
         keep_len = counts.copy()
@@ -271,7 +271,7 @@ class Encoder:
         kept_counts = np.bincount(kept_seg_role, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
         mass = np.bincount(kept_seg_role, weights=weights[keep], minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
         truncated = keep_len < counts
-        for r in np.flatnonzero(truncated & (kept_counts[:, Role.ASSISTANT] == 0)).tolist():
+        for r in np.flatnonzero(truncated & (kept_counts[:, OUTPUT_MASK].sum(axis=1) == 0)).tolist():
             errors.setdefault(r, RecordError("too_long", f"truncation to max_length {self.max_length} cut the "
                                                          "output to nothing"))
         trainable = np.bincount(seg[keep], weights=weights[keep] > 0, minlength=k)
@@ -288,7 +288,7 @@ class Encoder:
             results[i] = EncodedExample(
                 input_ids=ids[lo:hi], roles=roles[lo:hi], loss_weights=weights[lo:hi],
                 num_instruction_tokens=int(n_instr[r]), num_output_tokens=int(n_out[r]),
-                num_template_tokens=int(n_tmpl[r]), num_output_tokens_kept=int(kept_counts[r, Role.ASSISTANT]),
+                num_template_tokens=int(n_tmpl[r]), num_output_tokens_kept=int(kept_counts[r, OUTPUT_MASK].sum()),
                 truncated=bool(truncated[r]), role_token_counts=kept_counts[r].astype(np.int64),
                 weight_mass=mass[r],
                 text=conv.text if self.keep_text else "",

@@ -29,25 +29,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .roles import ROLE_LABELS, Role
+from .roles import ROLE_LABELS, ROLE_TABLE, Role
 
 #: Background colour per role, terminal (dark theme) and HTML (light theme), indexed by role code.
-TERMINAL_BG: dict[str, tuple[int, int, int]] = {
-    "template": (48, 48, 48),
-    "system": (88, 40, 110),
-    "user": (24, 60, 130),
-    "tool": (0, 95, 95),
-    "assistant": (25, 95, 40),
-    "assistant_end": (110, 90, 10),
-}
-HTML_BG: dict[str, str] = {
-    "template": "#e4e4e4",
-    "system": "#ead7f5",
-    "user": "#d4e3fb",
-    "tool": "#cdeeee",
-    "assistant": "#d5f2d9",
-    "assistant_end": "#f3e7b8",
-}
+TERMINAL_BG: dict[str, tuple[int, int, int]] = {r.name: r.terminal_bg for r in ROLE_TABLE}
+HTML_BG: dict[str, str] = {r.name: r.html_bg for r in ROLE_TABLE}
 #: Text brightness at weight 0 and 1 (terminal, 0-255 grey level).
 DIM_LEVEL = 85
 FULL_LEVEL = 255

@@ -240,8 +240,10 @@ class LengthStats:
         s.sums = {f: int(acc["sums"][f]) for f in _FIELDS}
         s.mins = {f: acc["mins"][f] for f in _FIELDS}
         s.maxs = {f: acc["maxs"][f] for f in _FIELDS}
-        s.role_tokens = [int(data["tokens_per_role"][label]) for label in ROLE_LABELS]
-        s.weight_mass_units = [int(u) for u in acc["weight_mass_units"]]
+        # stats written before a role existed have no entry for it: zero tokens, zero mass
+        s.role_tokens = [int(data["tokens_per_role"].get(label, 0)) for label in ROLE_LABELS]
+        units = [int(u) for u in acc["weight_mass_units"]]
+        s.weight_mass_units = units + [0] * (NUM_ROLES - len(units))
         s.ratio_hist = [int(c) for c in acc["ratio_hist"]]
         s.length_hist = {f: [int(c) for c in v] for f, v in acc["length_hist"].items()}
         s.ratio_min = None if acc["ratio_min"] is None else Fraction(acc["ratio_min"])

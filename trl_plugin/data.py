@@ -83,12 +83,12 @@ def manifest_policy_is_binary(manifest: dict[str, Any]) -> bool | None:
     policy = manifest.get("policy")
     if not isinstance(policy, dict):
         return None
-    from im_data.roles import ROLE_LABELS
+    from im_data.policy import WeightPolicy
 
-    values = [policy.get(label) for label in ROLE_LABELS]
-    if any(not isinstance(v, (int, float)) for v in values):
+    try:
+        return WeightPolicy.from_dict(policy).is_binary
+    except (TypeError, ValueError):
         return None
-    return all(float(v) in (0.0, 1.0) for v in values)
 
 
 def check_tokenizer(manifest: dict[str, Any], tokenizer: Any, where: str = "") -> None:
