@@ -60,7 +60,8 @@ class WeightedSFTConfig(SFTConfig):
         default="eval",
         metadata={
             "help": "Log loss_instruction / loss_output (unweighted mean NLL over instruction / output tokens; "
-            f"instruction = {' + '.join(content_roles('instruction'))}, output = {' + '.join(content_roles('output'))}): "
+            f"instruction = {' + '.join(content_roles('instruction'))}, "
+            f"output = {' + '.join(content_roles('output'))}): "
             "'none', 'eval' (evaluation only) or 'all' (training too; costs a little per step).",
             "choices": list(SEGMENT_METRICS),
         },
