@@ -26,16 +26,16 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import RecordError, internal_error
-from .formats import FormatOptions, normalize_record
+from .formats import FormatOptions, read_conversation
 from .limits import LengthBound, check_length_bound
 from .policy import WeightPolicy
 from .roles import INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, ROLE_CODES, Role
-from .templates import ChatTemplate, RenderedConversation, find_spans, render_empty
+from .spans import AFTER, BAND, DATA, RenderedConversation, SpanFinder
+from .templates import ChatTemplate
 from .tokenizer import special_token_ids, tokenizer_fingerprint
 
 TRUNCATION_MODES = ("keep_start", "drop")
 IGNORE_INDEX = -100
-_CONTENT, _AFTER = 16, 8  # char priority bands: content wins over assistant_end wins over template
 
 
 @dataclasses.dataclass
@@ -138,7 +138,8 @@ class Encoder:
     def __init__(self, tokenizer: Any, *, chat_template: str | ChatTemplate | None = None,
                  policy: WeightPolicy | None = None, max_length: int | None = None,
                  truncation: str = "keep_start", allow_special_tokens: bool = False,
-                 format_options: FormatOptions | None = None, keep_text: bool = False):
+                 format_options: FormatOptions | None = None, keep_text: bool = False,
+                 chat_template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = ()):
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
         if max_length is not None and max_length < 2:
@@ -152,9 +153,11 @@ class Encoder:
         self.allow_special_tokens = allow_special_tokens
         self.format_options = format_options or FormatOptions()
         self.keep_text = keep_text
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.allow_unrendered = tuple(sorted(set(allow_unrendered)))
         self._special_tokens = special_tokens_for_render(tokenizer)
-        self._empty_render = render_empty(self.template, self._special_tokens)
-        self._skeletons: dict = {}  # role sequence -> cached template skeleton (see find_spans)
+        self._spans = SpanFinder(self.template, {**self._special_tokens, **self.chat_template_kwargs},
+                                 allow_unrendered=self.allow_unrendered)
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
@@ -203,9 +206,7 @@ class Encoder:
         index, convs = [], []
         for i, record in enumerate(records):
             try:
-                messages = normalize_record(record, self.format_options)
-                convs.append(find_spans(self.template, messages, self._special_tokens, self._empty_render,
-                                        self._skeletons))
+                convs.append(self._spans.find(read_conversation(record, self.format_options)))
                 check_length_bound(convs[-1].text, self._length_bound)
                 index.append(i)
             except RecordError as exc:
@@ -245,7 +246,7 @@ class Encoder:
         errors: dict[int, RecordError] = {}
 
         if not self.allow_special_tokens:
-            bad = np.flatnonzero((roles >= Role.SYSTEM) & (roles <= Role.ASSISTANT) & self._is_special[ids])
+            bad = np.flatnonzero(self._last_in_data & self._is_special[ids])
             for t in bad[np.unique(seg[bad], return_index=True)[1]].tolist():
                 r, local = int(seg[t]), t - int(starts[seg[t]])
                 s0, e0 = offsets[t]
@@ -314,6 +315,9 @@ class Encoder:
             "max_length": self.max_length,
             "truncation": self.truncation,
             "allow_special_tokens": self.allow_special_tokens,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "allow_unrendered": list(self.allow_unrendered),
+            "split_inline_reasoning": self.format_options.split_inline_reasoning,
         }
 
     # -- internals ----------------------------------------------------------------------------
@@ -371,16 +375,16 @@ class Encoder:
         for base, conv in zip(char_base.tolist(), convs):
             for start, end in conv.after_assistant:
                 n_regions += 1
-                key[base + start: base + end] = _AFTER + Role.ASSISTANT_END
+                key[base + start: base + end] = AFTER + Role.ASSISTANT_END
                 region[base + start: base + end] = n_regions
-            for start, end, role in conv.content_spans:
-                key[base + start: base + end] = _CONTENT + ROLE_CODES[role]
+            for start, end, k in conv.spans:  # wrapper then data spans: the higher band is written last
+                key[base + start: base + end] = k
         if ids.size == 0:
             return np.zeros(0, dtype=np.int8)
         global_offsets = offsets + char_base[seg][:, None]
         token_key = np.maximum.reduceat(key, global_offsets.reshape(-1))[::2]  # max over [s_i, e_i)
-        roles = np.where(token_key >= _CONTENT, token_key - _CONTENT,
-                         np.where(token_key >= _AFTER, int(Role.ASSISTANT_END), int(Role.TEMPLATE))).astype(np.int8)
+        roles = (token_key % BAND).astype(np.int8)
+        self._last_in_data = token_key >= DATA
         # assistant_end stops at (and includes) the first special token of each region; the rest is template
         cand = np.flatnonzero(roles == Role.ASSISTANT_END)
         if cand.size:

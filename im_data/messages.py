@@ -1,0 +1,259 @@
+"""The message model: a conversation as a chat template receives it, and the text fields spans are found for.
+
+A :class:`Conversation` holds ``messages`` (dicts passed to the template unchanged, as ``transformers``'
+``apply_chat_template`` passes them), and the record-level ``tools`` and ``documents`` (``None`` when absent, as in
+``transformers``). Every message is checked and brought into the shape templates expect:
+
+* ``role`` (system, user, tool, assistant) and ``content`` (a string; ``None``/absent only for an assistant that
+  makes tool calls, then ``""``);
+* assistant reasoning: ``reasoning_content``, or its aliases ``reasoning`` / ``thinking``: passed to the template
+  as ``reasoning_content`` and under the alias the record used;
+* assistant ``tool_calls`` in OpenAI shape ``{"id", "type": "function", "function": {"name", "arguments"}}``
+  (a flat ``{"name", "arguments"}`` is accepted too); ``arguments`` given as a JSON string holding an object is
+  parsed into that object, as ``transformers``' templates expect (``arguments | tojson``); any other string is
+  passed as is; OpenAI's legacy ``function_call`` on an assistant message becomes one tool call;
+* ``tool_call_id`` and ``name`` on any message, ``id``/``type`` of a tool call: *metadata*. They are passed to the
+  template, rendered text of theirs is template text (weight 0), and a template that ignores them drops no data;
+* any other message field is passed to the template as it is, and is *data*: it must appear in the render.
+
+**Nothing is dropped silently.** The data fields of every message (content, reasoning, each tool call's name and
+arguments, unknown extra fields) and the record's ``tools``/``documents`` must be rendered by the template; where a
+non-empty one is not, the record is rejected with ``unrendered_field`` naming the message and the field, unless the
+field is listed in ``allow_unrendered`` (e.g. a template that deliberately omits the reasoning of earlier turns).
+Extra fields that are not text (numbers, objects) cannot be traced through the template: they are rejected as
+``unrendered_field`` unless allowed. Record-level fields outside the input format (``id``, ``dataset``, ...) are
+record metadata, not conversation data: they never reach the template.
+
+With ``split_inline_reasoning``, an assistant content that starts with ``<think>…</think>`` is split: the text
+between the tags (without newlines at its edges) becomes ``reasoning_content``, the text after ``</think>``
+(without leading newlines) the content.
+
+>>> conv = build_conversation([{"role": "user", "content": "Hi"},
+...     {"role": "assistant", "content": None, "tool_calls": [{"type": "function",
+...      "function": {"name": "f", "arguments": "{\\"x\\": 1}"}}]}])
+>>> conv.messages[1]["tool_calls"][0]["function"]["arguments"]
+{'x': 1}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterator, Mapping, Sequence
+
+from .errors import RecordError
+from .roles import MESSAGE_ROLES
+
+REASONING_KEY = "reasoning_content"
+REASONING_ALIASES = ("reasoning_content", "reasoning", "thinking")
+#: Message fields that identify rather than carry data: passed to the template, never required in the render.
+METADATA_KEYS = frozenset({"role", "tool_call_id", "name"})
+#: Record-level fields passed to the template (``tools=None``/``documents=None`` when absent).
+RECORD_TEMPLATE_FIELDS = ("tools", "documents")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextField:
+    """One text field of a conversation: where it is (``path`` into the message), what it holds, and the token
+    role its rendered text takes."""
+
+    message: int
+    path: tuple  # e.g. ("content",), ("reasoning_content",), ("tool_calls", 0, "function", "name")
+    value: str
+    role: str  # token role label: the message role, "reasoning" or "tool_call"
+
+    @property
+    def name(self) -> str:
+        """``content``, ``reasoning_content``, ``tool_calls[0].function.name``, ..."""
+        out = ""
+        for part in self.path:
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        return out
+
+
+@dataclasses.dataclass
+class Conversation:
+    """Messages (as the template gets them) and the record-level ``tools`` / ``documents``."""
+
+    messages: list[dict]
+    tools: list | None = None
+    documents: list | None = None
+
+    def template_variables(self) -> dict[str, Any]:
+        return {"messages": self.messages, "tools": self.tools, "documents": self.documents}
+
+
+def message_fields(index: int, message: Mapping[str, Any]) -> Iterator[TextField]:
+    """The non-empty text fields of one message, in a fixed order (content, reasoning, tool calls, extras)."""
+    role = message["role"]
+    content = message.get("content")
+    if content:
+        yield TextField(index, ("content",), content, role)
+    reasoning = message.get(REASONING_KEY) if role == "assistant" else None
+    if reasoning:
+        yield TextField(index, (REASONING_KEY,), reasoning, "reasoning")
+    for k, call in enumerate(message.get("tool_calls") or ()):
+        name = call["function"]["name"]
+        if name:
+            yield TextField(index, ("tool_calls", k, "function", "name"), name, "tool_call")
+    for key, value in message.items():
+        if key in _KNOWN_KEYS or (role == "assistant" and key in REASONING_ALIASES):
+            continue
+        if isinstance(value, str) and value:
+            yield TextField(index, (key,), value, "assistant" if role == "assistant" else role)
+
+
+def opaque_fields(message: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Non-empty data fields of a message that are not text (tool-call arguments objects, extra non-strings)."""
+    for k, call in enumerate(message.get("tool_calls") or ()):
+        args = call["function"].get("arguments")
+        if args not in (None, "", {}):
+            yield f"tool_calls[{k}].function.arguments", args
+    for key, value in message.items():
+        if key in _KNOWN_KEYS or (message["role"] == "assistant" and key in REASONING_ALIASES):
+            continue
+        if not isinstance(value, str) and value not in (None, [], {}) and value is not False:
+            yield key, value
+
+
+_KNOWN_KEYS = frozenset({"role", "content", "tool_calls", *METADATA_KEYS})
+
+
+# -- building a conversation from raw records ---------------------------------------------------------------------
+def build_conversation(raw_messages: Sequence[Any], tools: Any = None, documents: Any = None, *,
+                       where: str = "messages", split_inline_reasoning: bool = False) -> Conversation:
+    """Validate raw chat messages and bring them into the template's shape (see the module doc)."""
+    messages = [_message(raw, f"{where}[{i}]", split_inline_reasoning) for i, raw in enumerate(raw_messages)]
+    return Conversation(messages, _record_list(tools, "tools"), _record_list(documents, "documents"))
+
+
+def _record_list(value: Any, field: str) -> list | None:
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):  # ShareGPT/LLaMA-Factory datasets store tools as a JSON string
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError("unknown_format", f"{field} is a string but not JSON: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+        raise RecordError("unknown_format", f"{field} must be a list of objects, got {type(value).__name__}")
+    return [dict(t) for t in value] or None
+
+
+def _message(raw: Any, where: str, split_inline_reasoning: bool) -> dict:
+    if not isinstance(raw, Mapping):
+        raise RecordError("unknown_format", f"{where} must be an object, got {type(raw).__name__}")
+    if "role" not in raw:
+        raise RecordError("missing_field", f"{where} has no 'role'")
+    role = raw["role"]
+    if not isinstance(role, str):
+        raise RecordError("bad_role", f"{where}.role must be a string, got {type(role).__name__}")
+    if role not in MESSAGE_ROLES:
+        raise RecordError("bad_role", f"{where} has role {role!r}; expected one of {list(MESSAGE_ROLES)}")
+    message = {k: v for k, v in raw.items() if v is not None or k == "content"}
+    if role == "assistant":
+        _assistant_parts(message, raw, where, split_inline_reasoning)
+    elif "tool_calls" in message:
+        raise RecordError("unknown_format", f"{where}: only assistant messages make tool calls (role {role!r})")
+    if "content" not in raw and not message.get("tool_calls"):
+        raise RecordError("missing_field", f"{where} has no 'content'")
+    content = message.get("content")
+    if content is None:
+        if not message.get("tool_calls"):
+            raise RecordError("not_a_string", f"{where}.content must be a string, got NoneType")
+        content = ""
+    message["content"] = _string(content, f"{where}.content")
+    for key in METADATA_KEYS - {"role"}:
+        if key in message and not isinstance(message[key], str):
+            raise RecordError("not_a_string", f"{where}.{key} must be a string, got {type(message[key]).__name__}")
+    return message
+
+
+def _assistant_parts(message: dict, raw: Mapping, where: str, split_inline_reasoning: bool) -> None:
+    reasoning = None
+    for alias in REASONING_ALIASES:
+        value = raw.get(alias)
+        if value is None:
+            continue
+        value = _string(value, f"{where}.{alias}")
+        if reasoning is not None and value != reasoning:
+            raise RecordError("unknown_format", f"{where} has two different reasoning fields ({alias!r} and one of "
+                                                f"{[a for a in REASONING_ALIASES if a != alias]})")
+        reasoning = value
+    if split_inline_reasoning and reasoning is None and isinstance(message.get("content"), str):
+        reasoning, message["content"] = _split_inline(message["content"], message)
+    if reasoning is not None:
+        message[REASONING_KEY] = reasoning
+    calls = list(message.get("tool_calls") or [])
+    if "function_call" in message:  # OpenAI's legacy single call
+        calls.append(message.pop("function_call"))
+    if calls or "tool_calls" in message:
+        if not isinstance(message.get("tool_calls", []), list):
+            raise RecordError("unknown_format", f"{where}.tool_calls must be a list")
+        message["tool_calls"] = [_tool_call(c, f"{where}.tool_calls[{k}]") for k, c in enumerate(calls)]
+        if not message["tool_calls"]:
+            del message["tool_calls"]
+
+
+def _split_inline(content: str, message: dict) -> tuple[str | None, str]:
+    head = content.lstrip()
+    if not head.startswith(THINK_OPEN) or THINK_CLOSE not in head:
+        return None, content
+    inner, _, rest = head[len(THINK_OPEN):].partition(THINK_CLOSE)
+    return inner.strip("\n"), rest.lstrip("\n")
+
+
+def _tool_call(raw: Any, where: str) -> dict:
+    if isinstance(raw, str):
+        raw = _json_object(raw, where)
+    if not isinstance(raw, Mapping):
+        raise RecordError("unknown_format", f"{where} must be an object, got {type(raw).__name__}")
+    call = dict(raw)
+    function = call.pop("function", None)
+    if function is None:  # flat {"name", "arguments"}
+        function = {k: call.pop(k) for k in ("name", "arguments") if k in call}
+    if not isinstance(function, Mapping):
+        raise RecordError("unknown_format", f"{where}.function must be an object")
+    function = dict(function)
+    if "name" not in function:
+        raise RecordError("missing_field", f"{where}.function has no 'name'")
+    function["name"] = _string(function["name"], f"{where}.function.name")
+    args = function.get("arguments", function.pop("parameters", None))
+    if isinstance(args, str):
+        try:
+            parsed = json.loads(args)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            args = parsed
+    elif args is not None and not isinstance(args, Mapping):
+        raise RecordError("unknown_format", f"{where}.function.arguments must be an object or a JSON string")
+    function["arguments"] = {} if args is None else (dict(args) if isinstance(args, Mapping) else args)
+    for key in ("id", "type"):
+        if key in call and not isinstance(call[key], str):
+            raise RecordError("not_a_string", f"{where}.{key} must be a string")
+    call.setdefault("type", "function")
+    call["function"] = function
+    return call
+
+
+def _json_object(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError("unknown_format", f"{where} is not valid JSON: {exc}") from None
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RecordError("not_a_string", f"{where} must be a string, got {type(value).__name__}")
+    return value
+
+
+def function_call_message(value: str, where: str) -> dict:
+    """A ShareGPT/LLaMA-Factory ``function_call`` turn (its value: a JSON call or list of calls) as an assistant
+    message with tool calls."""
+    calls = _json_object(value, where)
+    calls = calls if isinstance(calls, list) else [calls]
+    return {"role": "assistant", "content": "", "tool_calls": calls}
