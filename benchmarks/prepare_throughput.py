@@ -48,17 +48,17 @@ def run_prepare(inputs: list[str], out: Path, extra: list[str]) -> dict:
     """One prepare run in a fresh subprocess; returns its result plus peak RSS (MiB) and process wall time."""
     driver = (
         "import json, sys\n"
-        "from pipelines.cli import build_parser, split_foreign_options\n"
+        "from im_data import ChatTemplate\n"
+        "from pipelines.options import EncoderOptions, PrepareOptions\n"
         "from pipelines.prepare import prepare\n"
-        "argv = json.loads(sys.argv[1])\n"
-        "parser = build_parser()\n"
-        "mine, foreign = split_foreign_options(parser, argv)\n"
-        "args, extra = parser.parse_known_args(mine)\n"
-        "r = prepare(args, extra + foreign)\n"
-        "json.dump({'wall_s': r['wall_s'], 'pipeline_s': r['pipeline_s'], 'tokens_per_s': r['tokens_per_s'], 'counts': r['manifest']['counts'],"
-        " 'tokens': sum(r['manifest']['tokens_per_role'].values())}, open(sys.argv[2], 'w'))\n")
-    argv = ["prepare", *inputs, "-o", str(out), "--tokenizer", deepseek_dir(), "--chat-template", "tulu", "-q",
-            "--overwrite", *extra]
+        "inputs, out, tok, beam_args = json.loads(sys.argv[1])\n"
+        "options = PrepareOptions(inputs=tuple(inputs), output=out, overwrite=True,\n"
+        "                         encoder=EncoderOptions(tokenizer=tok, chat_template=ChatTemplate.builtin('tulu')))\n"
+        "r = prepare(options, beam_args)\n"
+        "json.dump({'wall_s': r.wall_s, 'pipeline_s': r.pipeline_s, 'tokens_per_s': r.tokens_per_s,\n"
+        "           'counts': r.manifest['counts'], 'tokens': sum(r.manifest['tokens_per_role'].values())},\n"
+        "          open(sys.argv[2], 'w'))\n")
+    argv = [inputs, str(out), deepseek_dir(), list(extra)]
     result_file = out.parent / f"{out.name}.result.json"
     wrapper = (
         "import resource, subprocess, sys, json\n"
@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
-    ap.add_argument("extra", nargs=argparse.REMAINDER, help="extra prepare/Beam options after --")
+    ap.add_argument("extra", nargs=argparse.REMAINDER, help="Beam pipeline options after --, e.g. -- --direct_num_workers 2")
     args = ap.parse_args()
     extra = [a for a in args.extra if a != "--"]
     shared = Path(args.shared)

@@ -1,7 +1,7 @@
 """Loading tokenizers and fingerprinting them.
 
 The embedded default tokenizer (``im_data/assets/tokenizer``) is a small byte-level BPE trained by us on
-our own sample data (see ``im_data/assets/build_default_tokenizer.py``); it needs no network.
+our own sample data (see ``scripts/build_default_tokenizer.py``); it needs no network.
 """
 
 from __future__ import annotations

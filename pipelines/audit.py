@@ -17,44 +17,41 @@ import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-DEFAULT_SAMPLE = 20_000
-MANIFEST = "manifest.json"
+from .options import (DEFAULT_SCATTER_SAMPLE, AuditOptions, UsageError, add_encoder_arguments, add_runner_arguments,
+                      encoder_options_from_args, runner_options_from_args, usage_error)
+from .shard_dir import is_shard_dir, iter_shard_batches, read_manifest
 
-
-class AuditError(RuntimeError):
+class AuditError(UsageError):
     """Bad input or setup: reported as one line on stderr with exit status 2."""
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`audit` returns: one :class:`pipelines.report.DatasetAudit` per dataset, and notes (rejects)."""
+
+    audits: list
+    notes: list
 
 
 # --------------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="raw inputs in any format `prepare` reads (JSONL, JSON, Parquet, globs, save_to_disk "
+                   help="raw inputs in any format prepare reads (JSONL, JSON, Parquet, globs, save_to_disk "
                         "directories, hf:NAME[:SPLIT]) or prepared shard directories (with manifest.json)")
     p.add_argument("--input-name", action="append", default=None, metavar="NAME",
-                   help="a label per INPUT, in order (repeat the option); inputs sharing a label are one dataset. "
-                        "Default: one dataset per INPUT, named after the file")
-    p.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                   help="hub name or local directory of a fast tokenizer (default: the embedded tokenizer)")
-    p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
-                   help="a built-in template name or a Jinja file (default: the tokenizer's own)")
-    p.add_argument("--max-length", type=int, default=None, metavar="N",
-                   help="report the share of examples truncated at N tokens")
-    p.add_argument("--truncation", choices=("keep_start", "drop"), default="keep_start")
-    p.add_argument("--allow-special-tokens", action="store_true",
-                   help="accept special-token strings inside message content (rejected by default)")
+                   help="a label per INPUT, in order (repeat the option); inputs sharing a label are one dataset "
+                        "(default: one dataset per INPUT, named after the file)")
+    add_encoder_arguments(p, policy=False)
     p.add_argument("--report", default=None, metavar="DIR",
-                   help="write stats.json, ratio_hist.png, lengths.png and report.md into DIR")
-    p.add_argument("--scatter-sample", type=int, default=DEFAULT_SAMPLE, metavar="N",
-                   help=f"examples per dataset kept for lengths.png (default {DEFAULT_SAMPLE:,}; a uniform sample "
-                        "above that)")
-    p.add_argument("--runner", default="direct", help="direct (default), dask, or any Beam runner name")
-    p.add_argument("--dask-address", default=None, metavar="ADDR", help="with --runner dask: a scheduler address")
-    p.add_argument("--dask-workers", type=int, default=None, metavar="N", help="with --runner dask: local workers")
-    p.add_argument("--batch-size", type=int, default=1024, metavar="N", help="max records per encode batch")
+                   help="write stats.json, ratio_hist.png, lengths.png and report.md into DIR (default: none)")
+    p.add_argument("--scatter-sample", type=int, default=DEFAULT_SCATTER_SAMPLE, metavar="N",
+                   help=f"examples per dataset kept for lengths.png, a uniform sample above that "
+                        f"(default: {DEFAULT_SCATTER_SAMPLE:,})")
+    add_runner_arguments(p)
 
 
 def register(subparsers) -> None:
@@ -67,23 +64,35 @@ def register(subparsers) -> None:
     p.set_defaults(func=command, accepts_extra=True)
 
 
+def options_from_args(args: argparse.Namespace) -> AuditOptions:
+    """The typed options of one audit from the command line (raises :class:`UsageError`)."""
+    encoder = encoder_options_from_args(args)
+    try:
+        return AuditOptions(inputs=tuple(args.inputs), names=args.input_name, encoder=encoder,
+                            scatter_sample=args.scatter_sample, batch_size=args.batch_size,
+                            runner=runner_options_from_args(args))
+    except (ValueError, TypeError) as exc:
+        raise usage_error(exc) from None
+
+
 def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     from rich.console import Console
 
     try:
-        audits, notes = run_audit(args, extra or [])
-    except AuditError as exc:
+        options = options_from_args(args)
+        result = audit(options, extra or [])
+    except UsageError as exc:
         print(f"im-data audit: error: {exc}", file=sys.stderr)
         return 2
     from .report import print_audit, write_report
 
     console = Console()
-    print_audit(audits, console)
-    for note in notes:
+    print_audit(result.audits, console)
+    for note in result.notes:
         console.print(note, style="yellow", markup=False, highlight=False)
     if args.report:
         try:
-            paths = write_report(audits, args.report, command=_command_line(args))
+            paths = write_report(result.audits, args.report, command=_command_line(args))
         except OSError as exc:
             print(f"im-data audit: error: cannot write the report to {args.report}: {exc}", file=sys.stderr)
             return 2
@@ -121,18 +130,6 @@ def _default_label(spec: str) -> str:
     return base
 
 
-def is_shard_dir(path: str) -> bool:
-    """A directory produced by ``prepare``: it has ``manifest.json``, or (broken) ``shards/`` or ``stats.json``
-    without being a ``save_to_disk`` dataset."""
-    if not os.path.isdir(path):
-        return False
-    if os.path.isfile(os.path.join(path, MANIFEST)):
-        return True
-    if os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json")):
-        return False
-    return True  # any other directory: treated as a (broken) shard directory, so the error names the manifest
-
-
 def group_inputs(inputs: list[str], names: list[str] | None) -> list[DatasetSpec]:
     """One dataset per INPUT by default; with ``--input-name`` (one per INPUT) equal labels are merged."""
     if names is not None and len(names) != len(inputs):
@@ -156,63 +153,6 @@ def group_inputs(inputs: list[str], names: list[str] | None) -> list[DatasetSpec
 
 
 # ---------------------------------------------------------------------------------------- shard dirs
-def read_manifest(path: str) -> dict[str, Any]:
-    mpath = os.path.join(path, MANIFEST)
-    if not os.path.isfile(mpath):
-        raise AuditError(f"{path}: no {MANIFEST}: not a prepared shard directory (or `im-data prepare` did not "
-                         "finish), and not a save_to_disk dataset")
-    try:
-        with open(mpath, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AuditError(f"{mpath}: unreadable manifest: {str(exc).splitlines()[0]}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise AuditError(f"{mpath}: not an im-data manifest (no shard list)")
-    return manifest
-
-
-def iter_arrow_batches(spath: str, columns: list[str] | None = None) -> Iterator[Any]:
-    """Record batches of one shard file: Parquet, Arrow IPC stream (what ``prepare`` writes) or IPC file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        if spath.endswith(".parquet"):
-            yield from pq.ParquetFile(spath).iter_batches(columns=columns, batch_size=4096)
-            return
-        with pa.memory_map(spath, "r") as source:
-            try:
-                reader = pa.ipc.open_stream(source)
-                batches = iter(reader)
-            except pa.ArrowInvalid:
-                source.seek(0)
-                f = pa.ipc.open_file(source)
-                batches = (f.get_batch(i) for i in range(f.num_record_batches))
-            for batch in batches:
-                yield batch.select(columns) if columns else batch
-    except (OSError, pa.ArrowException, KeyError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AuditError(f"{spath}: unreadable shard: {msg}") from None
-
-
-def read_arrow_table(spath: str, columns: list[str] | None = None) -> Any:
-    import pyarrow as pa
-
-    batches = list(iter_arrow_batches(spath, columns))
-    if not batches:
-        from .write import SCHEMA
-
-        schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
-        return schema.empty_table()
-    return pa.Table.from_batches(batches)
-
-
-def iter_shard_batches(path: str, manifest: dict[str, Any], columns: list[str]) -> Iterator[Any]:
-    """Record batches of the given columns, shard by shard in manifest order."""
-    for shard in manifest["shards"]:
-        yield from iter_arrow_batches(os.path.join(path, shard["path"]), columns)
-
-
 def _list_column(batch, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(flat values, row lengths) of a list column, honouring slices."""
     arr = batch.column(name)
@@ -341,44 +281,38 @@ def collect_results(results_dir: str, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _configs(datasets: list[DatasetSpec], args: argparse.Namespace) -> list[tuple[int, Any]]:
+def _configs(datasets: list[DatasetSpec], options: AuditOptions) -> list[tuple[int, Any]]:
     """Validate inputs, tokenizer and template before any work; one PrepareConfig per dataset with raw inputs."""
-    from im_data import ChatTemplate, WeightPolicy, load_tokenizer
     from im_data.tokenizer import TokenizerLoadError
 
     from .config import PrepareConfig
-    from .encode import build_encoder
     from .read import InputError, expand_inputs
 
     out = []
-    template = None
+    encoder = None
     for i, ds in enumerate(datasets):
         if not ds.raw:
             continue
         try:
             sources = expand_inputs(ds.raw)
-            if template is None:
-                tok = load_tokenizer(args.tokenizer)
-                template = ChatTemplate.resolve(args.chat_template, tok) if args.chat_template else None
-            config = PrepareConfig(sources=sources, tokenizer=args.tokenizer, chat_template=template,
-                                   policy=WeightPolicy.preset("im").to_dict(), max_length=args.max_length,
-                                   truncation=args.truncation, allow_special_tokens=args.allow_special_tokens,
-                                   batch_size=args.batch_size)
-            if not out:
-                build_encoder(config)  # fail fast on a bad tokenizer/template, before Beam starts
+            if encoder is None:  # fail fast on a bad tokenizer/template, before Beam starts
+                tok = options.encoder.load_tokenizer()
+                encoder = options.encoder.resolved(tok)
+                encoder.build(tok)
+            config = PrepareConfig(sources=sources, encoder=encoder, batch_size=options.batch_size)
         except (InputError, TokenizerLoadError, ValueError, OSError) as exc:
-            raise AuditError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise usage_error(exc) from None
         out.append((i, config))
     return out
 
 
-def _run_beam(configs: list[Any], args: argparse.Namespace, extra: list[str]) -> list[dict[str, Any]]:
-    from .prepare import run_beam
+def _run_beam(configs: list[Any], options: AuditOptions, pipeline_options: Any) -> list[dict[str, Any]]:
+    from .runner import run_beam
 
     results_dir = tempfile.mkdtemp(prefix="im-data-audit-")
     try:
-        run_beam(args, extra, lambda p: build_audit_pipeline(p, configs, results_dir,
-                                                             max(int(args.scatter_sample), 1)))
+        run_beam(options.runner, pipeline_options,
+                 lambda p: build_audit_pipeline(p, configs, results_dir, max(int(options.scatter_sample), 1)))
         return collect_results(results_dir, len(configs))
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
@@ -388,16 +322,18 @@ def _reason_list(rejects: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(rejects.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def run_audit(args: argparse.Namespace, extra: list[str] | None = None):
-    """Compute every dataset's statistics and recommendation. Returns ``(list[DatasetAudit], notes)``."""
+def audit(config: AuditOptions, pipeline_options: Any = None) -> AuditResult:
+    """Compute every dataset's statistics and recommendation; the public library entry point.
+
+    ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags. Raises
+    :class:`pipelines.options.UsageError` for bad input (unreadable, empty, a directory without a manifest)."""
     from im_data import LengthStats
     from im_data.recommend import recommend
 
     from .report import DatasetAudit
 
-    if args.max_length is not None and args.max_length < 2:
-        raise AuditError(f"--max-length must be >= 2, got {args.max_length}")
-    datasets = group_inputs(list(args.inputs), args.input_name)
+    options = config
+    datasets = group_inputs(list(options.inputs), None if options.names is None else list(options.names))
     stats = {ds.name: LengthStats() for ds in datasets}
     lengths: dict[str, list[np.ndarray]] = {ds.name: [] for ds in datasets}
     extra_info: dict[str, dict[str, Any]] = {ds.name: {"read": 0, "rejected_by_reason": {}, "shard_dirs": []}
@@ -405,7 +341,7 @@ def run_audit(args: argparse.Namespace, extra: list[str] | None = None):
     # shard directories first: cheap, and a missing manifest should fail before the pipeline runs
     for ds in datasets:
         for spec in ds.shard_dirs:
-            s, pairs, manifest = shard_dir_stats(os.path.expanduser(spec), args.scatter_sample)
+            s, pairs, manifest = shard_dir_stats(os.path.expanduser(spec), options.scatter_sample)
             stats[ds.name].merge(s)
             lengths[ds.name].append(pairs)
             info = extra_info[ds.name]
@@ -415,9 +351,9 @@ def run_audit(args: argparse.Namespace, extra: list[str] | None = None):
             info["read"] += int(counts.get("read", s.count))
             for reason, c in (counts.get("rejected_by_reason") or {}).items():
                 info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
-    configs = _configs(datasets, args)
+    configs = _configs(datasets, options)
     if configs:
-        results = _run_beam([c for _, c in configs], args, extra or [])
+        results = _run_beam([c for _, c in configs], options, pipeline_options)
         for (i, _), res in zip(configs, results):
             ds = datasets[i]
             if res["unreadable"]:
@@ -442,14 +378,14 @@ def run_audit(args: argparse.Namespace, extra: list[str] | None = None):
             raise AuditError(f"dataset {ds.name!r} has no output tokens: the dataset ratio is undefined")
         d = s.to_dict()
         d["read"] = info["read"]
-        d["max_length"] = info.get("max_length", args.max_length)
+        d["max_length"] = info.get("max_length", options.encoder.max_length)
         d["rejected"] = {"count": sum(rejected.values()), "by_reason": dict(sorted(rejected.items()))}
         if rejected:
             notes.append(f"{ds.name}: {sum(rejected.values()):,} of {info['read']:,} records rejected and not "
                          f"counted ({_reason_list(rejected)})")
         pairs = np.concatenate(lengths[ds.name]) if lengths[ds.name] else np.zeros((0, 2), dtype=np.int64)
-        if len(pairs) > args.scatter_sample:
-            pairs = pairs[np.random.default_rng(0).choice(len(pairs), args.scatter_sample, replace=False)]
+        if len(pairs) > options.scatter_sample:
+            pairs = pairs[np.random.default_rng(0).choice(len(pairs), options.scatter_sample, replace=False)]
         audits.append(DatasetAudit(name=ds.name, stats=d, recommendation=recommend(s.dataset_ratio, s.count),
                                    lengths=pairs, source=", ".join(ds.raw + ds.shard_dirs)))
-    return audits, notes
+    return AuditResult(audits=audits, notes=notes)

@@ -35,18 +35,12 @@ _ENCODERS_LOCK = threading.Lock()
 
 def build_encoder(config: PrepareConfig):
     """One ``im_data.Encoder`` for the run's settings (raises on a bad tokenizer or template)."""
-    from im_data import Encoder, FormatOptions, load_tokenizer
-
-    tok = load_tokenizer(config.tokenizer)
-    return Encoder(tok, chat_template=config.chat_template, policy=config.weight_policy(),
-                   max_length=config.max_length, truncation=config.truncation,
-                   allow_special_tokens=config.allow_special_tokens,
-                   format_options=FormatOptions(**config.format_options))
+    return config.encoder.build()
 
 
 def get_encoder(config: PrepareConfig):
     """The per-process cached Encoder (runners may call ``setup`` once per bundle, e.g. Dask)."""
-    key = config.encoder_key()
+    key = config.encoder
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
             _ENCODERS[key] = build_encoder(config)

@@ -13,10 +13,11 @@ import os
 import sys
 from typing import Any
 
-from .audit import AuditError, is_shard_dir, read_arrow_table, read_manifest
+from .options import UsageError, add_encoder_arguments, encoder_options_from_args, usage_error
+from .shard_dir import is_shard_dir, read_arrow_table, read_manifest
 
 
-class InspectError(AuditError):
+class InspectError(UsageError):
     """Bad input: one line on stderr, exit status 2."""
 
 
@@ -34,17 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default auto: only on a terminal; NO_COLOR is honoured)")
     g = p.add_argument_group("raw input (ignored for a shard directory, whose weights are fixed)")
-    g.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                   help="tokenizer (default: the embedded one; for a shard directory: the one in its manifest)")
-    g.add_argument("--chat-template", default=None, metavar="NAME|FILE")
-    g.add_argument("--mode", choices=("it", "im", "wit"), default=None, help="weight policy (default im)")
-    g.add_argument("--prompt-weight", type=float, default=None, metavar="X")
-    g.add_argument("--response-weight", type=float, default=None, metavar="Y")
-    g.add_argument("--weights", nargs="+", default=None, metavar="ROLE=W")
-    g.add_argument("--last-assistant-only", action="store_true")
-    g.add_argument("--max-length", type=int, default=None, metavar="N")
-    g.add_argument("--truncation", choices=("keep_start", "drop"), default="keep_start")
-    g.add_argument("--allow-special-tokens", action="store_true")
+    add_encoder_arguments(g)
 
 
 def register(subparsers) -> None:
@@ -61,7 +52,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
 
     try:
         view = build(args)
-    except AuditError as exc:
+    except UsageError as exc:
         print(f"im-data inspect: error: {exc}", file=sys.stderr)
         return 2
     force = {"always": True, "never": False}.get(args.color)
@@ -164,20 +155,9 @@ def view_from_shard_dir(path: str, args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------------------------- raw
-def _policy(args: argparse.Namespace):
-    from .prepare import SetupError, make_policy
-
-    ns = argparse.Namespace(**vars(args))
-    ns.mode = args.mode or "im"
-    try:
-        return make_policy(ns)
-    except SetupError as exc:
-        raise InspectError(str(exc)) from None
-
-
 def find_raw_record(spec: str, index: int | None, example_id: str | None):
     """``(RawRecord, position)`` of the N-th record (reading order) or the one with ``example_id``."""
-    from .encode import example_id as make_id
+    from im_data.shards import example_id as make_id
     from .read import InputError, expand_inputs, plan_splits, read_split
 
     try:
@@ -205,20 +185,19 @@ def find_raw_record(spec: str, index: int | None, example_id: str | None):
 
 
 def view_from_raw(spec: str, args: argparse.Namespace):
-    from im_data import ChatTemplate, Encoder, RecordError, load_tokenizer, parse_json_line
+    from im_data import RecordError, parse_json_line
     from im_data.render import view_from_example
     from im_data.tokenizer import TokenizerLoadError
 
-    from .encode import example_id as make_id
+    from im_data.shards import example_id as make_id
 
-    policy = _policy(args)
+    options = encoder_options_from_args(args)
     try:
-        tok = load_tokenizer(args.tokenizer)
-        template = ChatTemplate.resolve(args.chat_template, tok) if args.chat_template else None
-        encoder = Encoder(tok, chat_template=template, policy=policy, max_length=args.max_length,
-                          truncation=args.truncation, allow_special_tokens=args.allow_special_tokens)
+        tok = options.load_tokenizer()
+        encoder = options.build(tok)
     except (TokenizerLoadError, ValueError, OSError) as exc:
-        raise InspectError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise usage_error(exc) from None
+    policy = options.policy
     rec, position = find_raw_record(spec, args.index, args.example_id)
     where = f"{rec.source}, record {position} (line/row {rec.index})"
     try:

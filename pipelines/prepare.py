@@ -16,51 +16,40 @@ import sys
 import time
 from typing import Any
 
+from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
+                      add_runner_arguments, encoder_options_from_args, runner_options_from_args, usage_error)
+
 LOG = logging.getLogger("im_data.prepare")
 
 
-class SetupError(RuntimeError):
-    """A job-level problem found before any work starts."""
+# the launcher's one-line user errors (exit 2); kept under its old name for callers
+SetupError = UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareResult:
+    """What :func:`prepare` returns: the published manifest and statistics, and timings."""
+
+    manifest: dict
+    stats: dict
+    output_dir: str
+    wall_s: float
+    pipeline_s: float
+    tokens_per_s: float
 
 
 # ----------------------------------------------------------------------------------------------- arguments
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="JSONL (.jsonl/.jsonl.gz), JSON array (.json), Parquet files, globs, save_to_disk directories "
-                        "or hub datasets (hf:NAME[:SPLIT]). Default: the embedded sample data.")
+                        "or hub datasets (hf:NAME[:SPLIT]) (default: the embedded sample data)")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output directory (must be empty or absent)")
-    p.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                   help="hub name or local directory of a fast tokenizer (default: the embedded tokenizer)")
-    p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
-                   help="a built-in template name or a Jinja file (default: the tokenizer's own)")
-    p.add_argument("--mode", choices=("it", "im", "wit"), default="im",
-                   help="it: loss on responses only; im: loss on instructions too (default); wit: weighted")
-    p.add_argument("--prompt-weight", type=float, default=None, metavar="X", help="wit: weight of prompt tokens")
-    p.add_argument("--response-weight", type=float, default=None, metavar="Y", help="wit: weight of responses")
-    p.add_argument("--weights", nargs="+", default=None, metavar="ROLE=W",
-                   help="override single role weights (template, system, user, tool, assistant, assistant_end)")
-    p.add_argument("--last-assistant-only", action="store_true",
-                   help="only the final assistant turn keeps the assistant weights")
-    p.add_argument("--max-length", type=int, default=None, metavar="N")
-    p.add_argument("--truncation", choices=("keep_start", "drop"), default="keep_start")
-    p.add_argument("--allow-special-tokens", action="store_true",
-                   help="accept special-token strings inside message content (rejected by default)")
-    p.add_argument("--input-format", choices=("auto", "messages", "prompt_completion", "alpaca", "sharegpt"),
-                   default="auto", help="record format (default: detected per record)")
-    p.add_argument("--columns", nargs="+", default=None, metavar="KEY=NAME",
-                   help="column names for non-standard datasets, e.g. instruction=question output=answer "
-                        "(KEY: messages, prompt, completion, instruction, input, output, system, conversations)")
-    p.add_argument("--format", choices=("arrow", "parquet"), default="arrow", help="shard format (default arrow)")
-    p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default 1)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--runner", default="direct",
-                   help="direct (default), dask, or any Beam runner name (DataflowRunner, FlinkRunner, ...)")
-    p.add_argument("--dask-address", default=None, metavar="ADDR",
-                   help="with --runner dask: join this dask.distributed scheduler (default: start a LocalCluster)")
-    p.add_argument("--dask-workers", type=int, default=None, metavar="N",
-                   help="with --runner dask and no --dask-address: LocalCluster worker processes (default: CPUs)")
-    p.add_argument("--batch-size", type=int, default=1024, metavar="N", help="max records per encode batch")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
+    add_encoder_arguments(p)
+    p.add_argument("--format", choices=SHARD_FORMATS, default="arrow", help="shard format (default: arrow)")
+    p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory (default: off)")
+    add_runner_arguments(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
 
 def register(subparsers) -> None:
@@ -73,147 +62,93 @@ def register(subparsers) -> None:
     p.set_defaults(func=command, accepts_extra=True)
 
 
-# ----------------------------------------------------------------------------------------------- planning
-def make_policy(args: argparse.Namespace):
-    from im_data import WeightPolicy, parse_weight_overrides
-
-    if args.mode != "wit" and (args.prompt_weight is not None or args.response_weight is not None):
-        raise SetupError("--prompt-weight/--response-weight need --mode wit")
+def options_from_args(args: argparse.Namespace) -> PrepareOptions:
+    """The typed options of one run from the command line (raises :class:`UsageError`)."""
+    encoder = encoder_options_from_args(args)
     try:
-        policy = WeightPolicy.preset(args.mode, prompt_weight=args.prompt_weight,
-                                     response_weight=args.response_weight,
-                                     last_assistant_only=args.last_assistant_only)
-        return policy.with_weights(parse_weight_overrides(args.weights))
+        return PrepareOptions(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
+                              num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
+                              runner=runner_options_from_args(args))
     except (ValueError, TypeError) as exc:
-        raise SetupError(str(exc)) from None
+        raise usage_error(exc) from None
 
 
-def plan(args: argparse.Namespace):
-    """Validate everything and build the run's config: ``(PrepareConfig, encoder metadata)``."""
-    from im_data import ChatTemplate, FormatOptions, load_tokenizer
+# ----------------------------------------------------------------------------------------------- planning
+def plan(options: PrepareOptions):
+    """Validate everything and build the run's Beam-side config: ``(PrepareConfig, encoder metadata)``.
+
+    Raises :class:`UsageError` (one line) for anything the user must fix: inputs, output directory, tokenizer,
+    chat template."""
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
     from .config import PrepareConfig
-    from .encode import build_encoder
     from .manifest import OutputError, check_output_dir
     from .read import InputError, expand_inputs
 
-    inputs = list(args.inputs) or [str(SAMPLE_DATA)]
     try:
-        sources = expand_inputs(inputs)
-        if not args.inputs:  # a location-independent name, so example ids do not depend on the install path
+        sources = expand_inputs(list(options.inputs) or [str(SAMPLE_DATA)])
+        if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
-        check_output_dir(args.output, args.overwrite)
-        policy = make_policy(args)
-        tok = load_tokenizer(args.tokenizer)
-        # resolve a template file here, so that remote workers get its text rather than a local path
-        template = args.chat_template
-        if template is not None:
-            template = ChatTemplate.resolve(template, tok)
-        config = PrepareConfig(
-            sources=sources, work_dir="", output_dir=os.path.abspath(args.output), tokenizer=args.tokenizer,
-            chat_template=template, policy=policy.to_dict(), max_length=args.max_length,
-            truncation=args.truncation, allow_special_tokens=args.allow_special_tokens, format=args.format,
-            format_options=dataclasses.asdict(FormatOptions.from_cli(args.input_format, args.columns)),
-            num_shards=args.num_shards, batch_size=args.batch_size)
-        encoder = build_encoder(config)
-    except (InputError, OutputError, TokenizerLoadError, SetupError, ValueError, OSError) as exc:
-        raise SetupError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        check_output_dir(options.output, options.overwrite)
+        tok = options.encoder.load_tokenizer()
+        encoder_options = options.encoder.resolved(tok)
+        encoder = encoder_options.build(tok)
+        config = PrepareConfig(sources=sources, work_dir="", output_dir=os.path.abspath(options.output),
+                               encoder=encoder_options, format=options.format, num_shards=options.num_shards,
+                               batch_size=options.batch_size)
+    except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
+        raise usage_error(exc) from None
     return config, encoder.metadata()
 
 
 # ----------------------------------------------------------------------------------------------- running
-def runner_and_options(args: argparse.Namespace, beam_args: list[str]):
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    name = (args.runner or "direct").strip()
-    beam_args = list(beam_args)
-    cluster = None
-    if name.lower() in ("direct", "directrunner"):
-        runner: Any = "DirectRunner"
-    elif name.lower() in ("dask", "daskrunner"):
-        from .dask_runner import DaskRunner
-
-        runner = DaskRunner()
-        if not any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in beam_args):
-            beam_args.append("--dask_partition_size=1")  # one read split per Dask partition
-        address = args.dask_address
-        if address is None and not any(a.startswith(("--dask_client_address", "--dask_scheduler_file"))
-                                       for a in beam_args):
-            from distributed import LocalCluster
-
-            cluster = LocalCluster(n_workers=args.dask_workers or os.cpu_count() or 1, threads_per_worker=1,
-                                   processes=True, host="127.0.0.1", dashboard_address=None)
-            address = cluster.scheduler_address
-        if address is not None:
-            beam_args.append(f"--dask_client_address={address}")
-    else:
-        runner = name
-    return runner, PipelineOptions(beam_args), cluster
-
-
-def run_beam(args: argparse.Namespace, beam_args: list[str], build) -> None:
-    """Make the runner and options from the flags, apply ``build(pipeline)``, run it to completion and tear
-    down what was started for it (a Dask client or LocalCluster). Shared by ``prepare`` and ``audit``."""
-    import apache_beam as beam
-
-    runner, options, cluster = runner_and_options(args, beam_args)
-    try:
-        p = beam.Pipeline(runner=runner, options=options)
-        build(p)
-        result = p.run()
-        try:
-            result.wait_until_finish()
-        finally:
-            client = getattr(result, "client", None)
-            if client is not None:
-                client.close()
-    finally:
-        if cluster is not None:
-            cluster.close()
-
-
-def execute(config, args: argparse.Namespace, beam_args: list[str]) -> None:
+def execute(config, runner: RunnerOptions, pipeline_options: Any = None) -> None:
     """Run the Beam pipeline into ``config.work_dir``."""
     from .build import build_pipeline
+    from .runner import run_beam
 
-    run_beam(args, beam_args, lambda p: build_pipeline(p, config))
+    run_beam(runner, pipeline_options, lambda p: build_pipeline(p, config))
 
 
-def prepare(args: argparse.Namespace, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Plan, run and publish. Returns ``{"manifest", "stats", "wall_s", "tokens_per_s", "output_dir"}``."""
+def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResult:
+    """Plan, run and publish one ``prepare`` run; the public library entry point.
+
+    ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags
+    (``["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]``). Raises
+    :class:`pipelines.options.UsageError` for anything the user must fix before the run starts."""
     import im_data
 
     from .manifest import build_manifest, make_work_dir, publish, read_summary
 
     start = time.perf_counter()
-    config, meta = plan(args)
-    work_dir = make_work_dir(config.output_dir)
-    config = dataclasses.replace(config, work_dir=work_dir)
+    options = config
+    stage_config, meta = plan(options)
+    work_dir = make_work_dir(stage_config.output_dir)
+    stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     try:
         started = time.perf_counter()
-        execute(config, args, beam_args or [])
+        execute(stage_config, options.runner, pipeline_options)
         pipeline_s = time.perf_counter() - started
         summary = read_summary(work_dir)
-        manifest = build_manifest(summary, meta, tokenizer_name=args.tokenizer, fmt=config.format,
-                                  inputs=[s.label for s in config.sources], package_version=im_data.__version__)
-        publish(work_dir, config.output_dir, manifest, summary["stats"], args.overwrite)
+        manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
+                                  inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__)
+        publish(work_dir, stage_config.output_dir, manifest, summary["stats"], options.overwrite)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     wall = time.perf_counter() - start
     tokens = sum(manifest["tokens_per_role"].values())
-    return {"manifest": manifest, "stats": summary["stats"], "wall_s": wall, "pipeline_s": pipeline_s,
-            "tokens_per_s": tokens / wall if wall > 0 else 0.0, "output_dir": config.output_dir}
+    return PrepareResult(manifest=manifest, stats=summary["stats"], output_dir=stage_config.output_dir, wall_s=wall,
+                         pipeline_s=pipeline_s, tokens_per_s=tokens / wall if wall > 0 else 0.0)
 
 
-def print_summary(result: dict[str, Any], file=None) -> None:
+def print_summary(result: PrepareResult, file=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    m, stats = result["manifest"], result["stats"]
+    m, stats = result.manifest, result.stats
     c = m["counts"]
-    table = Table(title=f"im-data prepare → {result['output_dir']}", show_header=False)
+    table = Table(title=f"im-data prepare → {result.output_dir}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     table.add_row("read", f"{c['read']:,}")
@@ -229,8 +164,8 @@ def print_summary(result: dict[str, Any], file=None) -> None:
     ratio = stats.get("dataset_ratio")
     table.add_row("dataset ratio (instr/output)", "n/a" if ratio is None else f"{ratio:.4f}")
     table.add_row("shards", f"{len(m['shards'])} × {m['format']}")
-    table.add_row("wall time", f"{result['wall_s']:.2f} s")
-    table.add_row("tokens/s", f"{result['tokens_per_s']:,.0f}")
+    table.add_row("wall time", f"{result.wall_s:.2f} s")
+    table.add_row("tokens/s", f"{result.tokens_per_s:,.0f}")
     Console(file=file or sys.stdout, width=100).print(table)
 
 
@@ -238,8 +173,8 @@ def command(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
     try:
-        result = prepare(args, beam_args)
-    except SetupError as exc:
+        result = prepare(options_from_args(args), beam_args)
+    except UsageError as exc:
         print(f"im-data prepare: error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

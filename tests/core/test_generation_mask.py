@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from im_data import Encoder, WeightPolicy
-from im_data.roles import Role
+from im_data.roles import OUTPUT_SIDE_ROLES, Role
 
 CHATML_GEN = (
     "{%- for message in messages -%}"
@@ -75,7 +75,7 @@ def test_assistant_roles_match_hf_assistant_mask(default_tokenizer, tmp_path, te
     enc = Encoder(default_tokenizer, chat_template=str(path), policy=WeightPolicy.preset("it"))
     ex = enc.encode({"messages": messages})
     assert ex.input_ids.tolist() == list(hf["input_ids"])
-    ours = [1 if r in (Role.ASSISTANT, Role.ASSISTANT_END) else 0 for r in ex.roles.tolist()]
+    ours = [1 if r in OUTPUT_SIDE_ROLES else 0 for r in ex.roles.tolist()]
     assert ours == list(hf["assistant_masks"])
     assert sum(ours) > 0
     # under IT our loss weights are that mask

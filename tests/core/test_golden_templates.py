@@ -19,9 +19,13 @@ from __future__ import annotations
 import pytest
 
 from im_data import BUILTIN_TEMPLATES, Encoder, WeightPolicy
-from im_data.roles import ROLE_LABELS
+from im_data.roles import ROLE_LABELS, ROLE_TABLE, roles_on_side
 
 T, S, U, X, A, E = "template", "system", "user", "tool", "assistant", "assistant_end"
+#: read from the role table: the content roles counted as instruction / output length, and what IT trains
+INSTRUCTION_CONTENT = {r.name for r in ROLE_TABLE if r.side == "instruction" and r.content}
+OUTPUT_CONTENT = {r.name for r in ROLE_TABLE if r.side == "output" and r.content}
+OUTPUT_SIDE = set(roles_on_side("output"))
 TOOL_TEMPLATES = {"tulu", "chatml", "llama3", "zephyr", "alpaca"}
 
 
@@ -148,7 +152,7 @@ def test_golden_table_is_consistent_with_the_spec(template):
     """Self-check of the literal table: IM weighs every non-template role, IT only assistant(+_end)."""
     _, pairs, im, it = GOLDEN[template]
     assert im == "".join("0" if role == T else "1" for _, role in pairs)
-    assert it == "".join("1" if role in (A, E) else "0" for _, role in pairs)
+    assert it == "".join("1" if role in OUTPUT_SIDE else "0" for _, role in pairs)
 
 
 @pytest.mark.parametrize("template", sorted(GOLDEN))
@@ -168,13 +172,14 @@ def test_golden(default_tokenizer, template):
     assert ex_it.roles.tolist() == ex.roles.tolist()
     assert "".join(str(int(w)) for w in ex_it.loss_weights.tolist()) == it
     assert ex.loss_weights.dtype.name == "float32" and ex.roles.dtype.name == "int8"
-    # counts before truncation: instruction = system+user+tool content tokens, output = assistant content tokens
+    # counts before truncation: instruction = system+user+tool content tokens, output = assistant (+ reasoning,
+    # tool_call) content tokens
     roles = [r for _, r in pairs]
-    assert ex.num_instruction_tokens == sum(r in (S, U, X) for r in roles)
-    assert ex.num_output_tokens == ex.num_output_tokens_kept == roles.count(A)
+    assert ex.num_instruction_tokens == sum(r in INSTRUCTION_CONTENT for r in roles)
+    assert ex.num_output_tokens == ex.num_output_tokens_kept == sum(r in OUTPUT_CONTENT for r in roles)
     assert ex.num_template_tokens == roles.count(T) + roles.count(E)
     assert ex.truncated is False
-    assert ex.role_token_counts.tolist() == [roles.count(r) for r in (T, S, U, X, A, E)]
+    assert ex.role_token_counts.tolist() == [roles.count(r) for r in ROLE_LABELS]
     assert ex.labels.tolist() == [i if w == "1" else -100 for i, w in zip(ex.input_ids.tolist(), im)]
 
 

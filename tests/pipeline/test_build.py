@@ -17,6 +17,7 @@ from pipeline_helpers import DATA
 from pipelines.build import build_pipeline
 from pipelines.config import PrepareConfig
 from pipelines.manifest import make_work_dir
+from pipelines.options import EncoderOptions
 from pipelines.read import expand_inputs
 from pipelines.write import SCHEMA, merge_runs, write_ipc_file
 
@@ -28,9 +29,9 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
 
 
 def test_build_pipeline_branches(tmp_path, bad_expected):
+    encoder = EncoderOptions(policy=WeightPolicy.preset("it"), max_length=48, truncation="drop")
     config = PrepareConfig(sources=expand_inputs([str(DATA / "bad.jsonl"), str(DATA / "empty.jsonl")]),
-                           work_dir=make_work_dir(str(tmp_path / "out")), policy=WeightPolicy.preset("it").to_dict(),
-                           max_length=48, truncation="drop", num_shards=2)
+                           work_dir=make_work_dir(str(tmp_path / "out")), encoder=encoder, num_shards=2)
     expected = sorted((i, "too_long" if r == "LONG" else r) for i, r in bad_expected.items())
     with test_pipeline.TestPipeline() as p:
         pc = build_pipeline(p, config)

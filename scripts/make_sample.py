@@ -1,6 +1,6 @@
 """Compose the embedded sample data from hand-written pieces (all text written by the im-data authors).
 
-Run ``python im_data/assets/make_sample.py`` from the repository root. It writes, deterministically:
+Run ``python scripts/make_sample.py`` from the repository root. It writes, deterministically:
 
 * ``im_data/assets/sample.jsonl``                 -- instruction-tuning records in chat ``messages`` format
 * ``tests/data/sample_alpaca.jsonl``              -- instruction / input / output
@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent
-REPO = ASSETS.parents[1]
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "im_data" / "assets"
 
 # --------------------------------------------------------------------------------------------------
 # System prompts (attached to selected records below by key)

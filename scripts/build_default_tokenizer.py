@@ -1,6 +1,6 @@
 """Build the embedded default tokenizer (``im_data/assets/tokenizer``) -- reproducibly and offline.
 
-Run from anywhere: ``python im_data/assets/build_default_tokenizer.py``.
+Run from anywhere: ``python scripts/build_default_tokenizer.py``.
 
 A byte-level BPE (HF ``tokenizers``) trained on text we wrote ourselves:
 
@@ -34,8 +34,8 @@ os.environ.setdefault("RAYON_RS_NUM_CPUS", "1")
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parent
-REPO = ASSETS.parents[1]
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "im_data" / "assets"
 OUT_DIR = ASSETS / "tokenizer"
 SAMPLE = ASSETS / "sample.jsonl"
 TEST_SAMPLES = [
@@ -150,7 +150,7 @@ def _jsonl_texts(path: Path, *, skip_keys: tuple[str, ...] = ()) -> list[str]:
 
 def training_texts() -> list[str]:
     if not SAMPLE.is_file():
-        sys.exit(f"missing {SAMPLE}; run im_data/assets/make_sample.py first")
+        sys.exit(f"missing {SAMPLE}; run scripts/make_sample.py first")
     texts = _jsonl_texts(SAMPLE, skip_keys=("id",))
     for path in TEST_SAMPLES:
         if path.is_file():

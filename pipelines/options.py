@@ -1,0 +1,234 @@
+"""The typed library API of ``im-data``: frozen option objects, and the shared CLI flags that build them.
+
+This module imports neither Beam nor torch. ``prepare``, ``audit`` and ``inspect`` all build their encoder
+settings here (:func:`add_encoder_arguments` + :func:`encoder_options_from_args`), so the three commands take the
+same flags the same way; the argparse ``Namespace`` never leaves this module and the command modules.
+
+>>> from im_data import WeightPolicy
+>>> opts = PrepareOptions(inputs=("data.jsonl",), output="out/run",
+...                       encoder=EncoderOptions(chat_template="tulu", policy=WeightPolicy.preset("it")))
+>>> opts.encoder.policy.name, opts.format, opts.runner.runner
+('it', 'arrow', 'direct')
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from im_data.encode import TRUNCATION_MODES
+from im_data.formats import FORMATS as INPUT_FORMATS
+from im_data.formats import FormatOptions
+from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
+from im_data.templates import ChatTemplate
+
+SHARD_FORMATS = ("arrow", "parquet")
+DEFAULT_BATCH_SIZE = 1024
+DEFAULT_SCATTER_SAMPLE = 20_000
+
+
+class UsageError(RuntimeError):
+    """A user error found before any work starts: one line on stderr naming the fix, exit status 2."""
+
+
+def _im_policy() -> WeightPolicy:
+    return WeightPolicy.preset("im")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOptions:
+    """How each record becomes tokens and loss weights (the arguments of :class:`im_data.Encoder`).
+
+    ``tokenizer``: a hub name or local directory, ``None`` for the embedded default. ``chat_template``: a
+    :class:`~im_data.ChatTemplate`, a built-in name or a Jinja file path, ``None`` for the tokenizer's own.
+    Hashable and picklable: workers cache one encoder per distinct value.
+    """
+
+    tokenizer: str | None = None
+    chat_template: ChatTemplate | str | None = None
+    policy: WeightPolicy = dataclasses.field(default_factory=_im_policy)
+    max_length: int | None = None
+    truncation: str = "keep_start"
+    allow_special_tokens: bool = False
+    format_options: FormatOptions = dataclasses.field(default_factory=FormatOptions)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, WeightPolicy):
+            raise TypeError(f"policy must be an im_data.WeightPolicy, got {type(self.policy).__name__}")
+        if not isinstance(self.format_options, FormatOptions):
+            raise TypeError(f"format_options must be an im_data.FormatOptions, got {type(self.format_options).__name__}")
+        if self.truncation not in TRUNCATION_MODES:
+            raise ValueError(f"--truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"--max-length must be >= 2, got {self.max_length}")
+
+    def load_tokenizer(self):
+        from im_data import load_tokenizer
+
+        return load_tokenizer(self.tokenizer)
+
+    def resolved(self, tokenizer=None) -> "EncoderOptions":
+        """A copy whose ``chat_template`` is a :class:`ChatTemplate` (file text read here, so remote workers get
+        the text rather than a local path); ``None`` stays ``None`` (the tokenizer's own)."""
+        if self.chat_template is None or isinstance(self.chat_template, ChatTemplate):
+            return self
+        return dataclasses.replace(self, chat_template=ChatTemplate.resolve(self.chat_template, tokenizer))
+
+    def build(self, tokenizer=None):
+        """An :class:`im_data.Encoder` with these settings (raises on a bad tokenizer or template)."""
+        from im_data import Encoder
+
+        tok = tokenizer if tokenizer is not None else self.load_tokenizer()
+        return Encoder(tok, chat_template=self.chat_template, policy=self.policy, max_length=self.max_length,
+                       truncation=self.truncation, allow_special_tokens=self.allow_special_tokens,
+                       format_options=self.format_options)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerOptions:
+    """Where the Beam pipeline runs. ``runner``: ``direct``, ``dask`` or any Beam runner name. With ``dask``:
+    ``dask_address`` joins a running scheduler, else a LocalCluster of ``dask_workers`` processes is started."""
+
+    runner: str = "direct"
+    dask_address: str | None = None
+    dask_workers: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+    """One ``prepare`` run: :func:`pipelines.prepare.prepare` takes it.
+
+    ``inputs``: file paths, globs, ``save_to_disk`` directories or ``hf:NAME[:SPLIT]``; empty: the embedded
+    sample data. ``output``: the output directory (must be empty or absent unless ``overwrite``).
+    """
+
+    inputs: tuple[str, ...] = ()
+    output: str = ""
+    encoder: EncoderOptions = dataclasses.field(default_factory=EncoderOptions)
+    format: str = "arrow"
+    num_shards: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    overwrite: bool = False
+    runner: RunnerOptions = dataclasses.field(default_factory=RunnerOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not self.output:
+            raise ValueError("an output directory is needed (--output DIR)")
+        if self.format not in SHARD_FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(SHARD_FORMATS)}, got {self.format!r}")
+        if self.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditOptions:
+    """One ``audit`` run: :func:`pipelines.audit.audit` takes it.
+
+    ``inputs``: raw inputs (as for prepare) or prepared shard directories. ``names``: one label per input (equal
+    labels are one dataset), or ``None`` for one dataset per input named after the file. The encoder's policy
+    does not change the statistics that matter (lengths, ratios); ``im`` by default.
+    """
+
+    inputs: tuple[str, ...] = ()
+    names: tuple[str, ...] | None = None
+    encoder: EncoderOptions = dataclasses.field(default_factory=EncoderOptions)
+    scatter_sample: int = DEFAULT_SCATTER_SAMPLE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    runner: RunnerOptions = dataclasses.field(default_factory=RunnerOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.names is not None:
+            object.__setattr__(self, "names", tuple(self.names))
+        if not self.inputs:
+            raise ValueError("audit needs at least one INPUT")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+# ------------------------------------------------------------------------------------------ shared CLI flags
+def add_encoder_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
+    """The encoder flags of ``prepare``, ``audit`` and ``inspect`` (``policy=False``: no --mode/--weights)."""
+    p.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
+                   help="hub name or local directory of a fast tokenizer (default: the embedded tokenizer)")
+    p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
+                   help="a built-in template name or a Jinja file (default: the tokenizer's own)")
+    if policy:
+        p.add_argument("--mode", choices=MODES, default=None,
+                       help="it: loss on responses only; im: loss on instructions too; wit: weighted (default: im)")
+        p.add_argument("--prompt-weight", type=float, default=None, metavar="X",
+                       help="with --mode wit: loss weight of prompt tokens (system, user, tool) (default: none)")
+        p.add_argument("--response-weight", type=float, default=None, metavar="Y",
+                       help="with --mode wit: loss weight of response tokens (default: 1.0)")
+        p.add_argument("--weights", nargs="+", default=None, metavar="ROLE=W",
+                       help="override single role weights (template, system, user, tool, assistant, assistant_end) "
+                            "(default: none)")
+        p.add_argument("--last-assistant-only", action="store_true",
+                       help="only the final assistant turn keeps the assistant weights (default: off)")
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="truncate (or drop, see --truncation) examples longer than N tokens (default: no limit)")
+    p.add_argument("--truncation", choices=TRUNCATION_MODES, default="keep_start",
+                   help="with --max-length: keep_start keeps the first N tokens, drop rejects the example as too_long "
+                        "(default: keep_start)")
+    p.add_argument("--allow-special-tokens", action="store_true",
+                   help="accept special-token strings inside message content (default: rejected)")
+    p.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
+                   help="record format (default: auto, detected per record)")
+    p.add_argument("--columns", nargs="+", default=None, metavar="KEY=NAME",
+                   help="column names for non-standard datasets, e.g. instruction=question output=answer "
+                        "(KEY: messages, prompt, completion, instruction, input, output, system, conversations) "
+                        "(default: the standard names)")
+
+
+def policy_from_args(args: argparse.Namespace) -> WeightPolicy:
+    """The weight policy the policy flags ask for (``im`` without any); raises :class:`UsageError`."""
+    mode = getattr(args, "mode", None) or "im"
+    prompt_weight = getattr(args, "prompt_weight", None)
+    response_weight = getattr(args, "response_weight", None)
+    if mode != "wit" and (prompt_weight is not None or response_weight is not None):
+        raise UsageError("--prompt-weight/--response-weight need --mode wit")
+    if mode == "wit" and prompt_weight is None:
+        raise UsageError("--mode wit needs --prompt-weight X (e.g. --prompt-weight 0.1)")
+    try:
+        policy = WeightPolicy.preset(mode, prompt_weight=prompt_weight, response_weight=response_weight,
+                                     last_assistant_only=bool(getattr(args, "last_assistant_only", False)))
+        return policy.with_weights(parse_weight_overrides(getattr(args, "weights", None)))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def encoder_options_from_args(args: argparse.Namespace) -> EncoderOptions:
+    """:class:`EncoderOptions` from the flags of :func:`add_encoder_arguments`; raises :class:`UsageError`."""
+    policy = policy_from_args(args)
+    try:
+        return EncoderOptions(
+            tokenizer=args.tokenizer, chat_template=args.chat_template, policy=policy, max_length=args.max_length,
+            truncation=args.truncation, allow_special_tokens=args.allow_special_tokens,
+            format_options=FormatOptions.from_cli(args.input_format, args.columns))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def add_runner_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runner", default="direct",
+                   help="direct, dask, or any Beam runner name (DataflowRunner, FlinkRunner, ...) (default: direct)")
+    p.add_argument("--dask-address", default=None, metavar="ADDR",
+                   help="with --runner dask: join this dask.distributed scheduler (default: start a LocalCluster)")
+    p.add_argument("--dask-workers", type=int, default=None, metavar="N",
+                   help="with --runner dask and no --dask-address: LocalCluster worker processes (default: CPUs)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help=f"max records per encode batch (default: {DEFAULT_BATCH_SIZE})")
+
+
+def runner_options_from_args(args: argparse.Namespace) -> RunnerOptions:
+    return RunnerOptions(runner=args.runner, dask_address=args.dask_address, dask_workers=args.dask_workers)
+
+
+def usage_error(exc: BaseException) -> UsageError:
+    """The first line of an exception's message as a :class:`UsageError`."""
+    text = str(exc).strip()
+    return UsageError(text.splitlines()[0] if text else type(exc).__name__)
+
