@@ -87,12 +87,22 @@ def _check(family: str, case_name: str, tokenizer) -> None:
             continue
         assert not isinstance(result, RecordError), (
             f"{family}/{case_name}: rejected [{result.reason}] {result.message}")
-        assert result.input_ids.tolist() == exp.ids, f"{family}/{case_name}: tokens differ"
+        ids = result.input_ids.tolist()
+        assert ids == exp.ids, f"{family}/{case_name}: the encoded tokens are not the render's; first difference: " \
+                               f"{_first_difference(tokenizer, ids, exp.ids)}"
         got = [(tok, ROLE_NAMES[r]) for tok, r in zip(exp.tokens, result.roles.tolist())]
         want = describe(exp)
-        assert got == want, f"{family}/{case_name}: first difference at token " \
-                            f"{next(k for k, (a, b) in enumerate(zip(got, want)) if a != b)}"
+        if got != want:
+            k = next(k for k, (a, b) in enumerate(zip(got, want)) if a != b)
+            pytest.fail(f"{family}/{case_name}: roles differ at {sum(a != b for a, b in zip(got, want))} token(s); "
+                        f"first at token {k}: got {got[max(0, k - 3):k + 4]}, want {want[max(0, k - 3):k + 4]}")
         assert result.loss_weights.tolist() == exp.weights(preset), f"{family}/{case_name}: {preset} weights"
+
+
+def _first_difference(tokenizer, got: list[int], want: list[int]) -> str:
+    k = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    return (f"token {k}: got {tokenizer.decode(got[max(0, k - 5):k + 10])!r}, "
+            f"want {tokenizer.decode(want[max(0, k - 5):k + 10])!r}")
 
 
 @pytest.mark.parametrize("case_name", sorted(CASES))
