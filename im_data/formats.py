@@ -187,7 +187,8 @@ def read_conversation(record: Any, options: FormatOptions = FormatOptions()) -> 
         raw = _with_system(record, options,
                            [{"role": "user", "content": user}, {"role": "assistant", "content": output}])
     conversation = build_conversation(raw, tools, documents, where=where,
-                                      split_inline_reasoning=options.split_inline_reasoning)
+                                      split_inline_reasoning=options.split_inline_reasoning,
+                                      template_kwargs=record.get("chat_template_kwargs"))
     validate_messages(conversation.messages)
     return conversation
 
@@ -210,6 +211,6 @@ def validate_messages(messages: list[Message]) -> None:
     assistant = [m for m in messages if m["role"] == "assistant"]
     if not assistant:
         raise RecordError("no_assistant_turn", "the conversation has no assistant message")
-    if not any(m["content"].strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip()
+    if not any((m["content"] or "").strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip()
                for m in assistant):
         raise RecordError("empty_output", "every assistant message is empty")

@@ -4,14 +4,14 @@ A :class:`Conversation` holds ``messages`` (dicts passed to the template unchang
 ``apply_chat_template`` passes them), and the record-level ``tools`` and ``documents`` (``None`` when absent, as in
 ``transformers``). Every message is checked and brought into the shape templates expect:
 
-* ``role`` (system, user, tool, assistant) and ``content`` (a string; ``None``/absent only for an assistant that
-  makes tool calls, then ``""``);
+* ``role`` (system, user, tool, assistant) and ``content`` (a string; ``None`` or absent only for an assistant
+  that makes tool calls: passed as ``None``, as OpenAI records have it);
 * assistant reasoning: ``reasoning_content``, or its aliases ``reasoning`` / ``thinking``: passed to the template
   as ``reasoning_content`` and under the alias the record used;
 * assistant ``tool_calls`` in OpenAI shape ``{"id", "type": "function", "function": {"name", "arguments"}}``
-  (a flat ``{"name", "arguments"}`` is accepted too); ``arguments`` given as a JSON string holding an object is
-  parsed into that object, as ``transformers``' templates expect (``arguments | tojson``); any other string is
-  passed as is; OpenAI's legacy ``function_call`` on an assistant message becomes one tool call;
+  (a flat ``{"name", "arguments"}`` is accepted too); ``arguments`` (a JSON string or an object) is passed as
+  given, as ``apply_chat_template`` passes it; OpenAI's legacy ``function_call`` on an assistant message becomes
+  one tool call;
 * ``tool_call_id`` and ``name`` on any message, ``id``/``type`` of a tool call: *metadata*. They are passed to the
   template, rendered text of theirs is template text (weight 0), and a template that ignores them drops no data;
 * any other message field is passed to the template as it is, and is *data*: it must appear in the render.
@@ -31,8 +31,8 @@ between the tags (without newlines at its edges) becomes ``reasoning_content``, 
 >>> conv = build_conversation([{"role": "user", "content": "Hi"},
 ...     {"role": "assistant", "content": None, "tool_calls": [{"type": "function",
 ...      "function": {"name": "f", "arguments": "{\\"x\\": 1}"}}]}])
->>> conv.messages[1]["tool_calls"][0]["function"]["arguments"]
-{'x': 1}
+>>> conv.messages[1]["tool_calls"][0]["function"]
+{'name': 'f', 'arguments': '{"x": 1}'}
 """
 
 from __future__ import annotations
@@ -79,9 +79,7 @@ class Conversation:
     messages: list[dict]
     tools: list | None = None
     documents: list | None = None
-
-    def template_variables(self) -> dict[str, Any]:
-        return {"messages": self.messages, "tools": self.tools, "documents": self.documents}
+    template_kwargs: dict | None = None  # the record's own chat_template_kwargs (over the Encoder's)
 
 
 def message_fields(index: int, message: Mapping[str, Any]) -> Iterator[TextField]:
@@ -122,10 +120,15 @@ _KNOWN_KEYS = frozenset({"role", "content", "tool_calls", *METADATA_KEYS})
 
 # -- building a conversation from raw records ---------------------------------------------------------------------
 def build_conversation(raw_messages: Sequence[Any], tools: Any = None, documents: Any = None, *,
-                       where: str = "messages", split_inline_reasoning: bool = False) -> Conversation:
+                       where: str = "messages", split_inline_reasoning: bool = False,
+                       template_kwargs: Any = None) -> Conversation:
     """Validate raw chat messages and bring them into the template's shape (see the module doc)."""
     messages = [_message(raw, f"{where}[{i}]", split_inline_reasoning) for i, raw in enumerate(raw_messages)]
-    return Conversation(messages, _record_list(tools, "tools"), _record_list(documents, "documents"))
+    if template_kwargs is not None and not isinstance(template_kwargs, Mapping):
+        raise RecordError("unknown_format", "chat_template_kwargs must be an object, got "
+                                            f"{type(template_kwargs).__name__}")
+    return Conversation(messages, _record_list(tools, "tools"), _record_list(documents, "documents"),
+                        dict(template_kwargs) if template_kwargs else None)
 
 
 def _record_list(value: Any, field: str) -> list | None:
@@ -156,14 +159,14 @@ def _message(raw: Any, where: str, split_inline_reasoning: bool) -> dict:
         _assistant_parts(message, raw, where, split_inline_reasoning)
     elif "tool_calls" in message:
         raise RecordError("unknown_format", f"{where}: only assistant messages make tool calls (role {role!r})")
-    if "content" not in raw and not message.get("tool_calls"):
-        raise RecordError("missing_field", f"{where} has no 'content'")
-    content = message.get("content")
-    if content is None:
+    if message.get("content") is None:
         if not message.get("tool_calls"):
+            if "content" not in raw:
+                raise RecordError("missing_field", f"{where} has no 'content'")
             raise RecordError("not_a_string", f"{where}.content must be a string, got NoneType")
-        content = ""
-    message["content"] = _string(content, f"{where}.content")
+        message["content"] = None
+    else:
+        _string(message["content"], f"{where}.content")
     for key in METADATA_KEYS - {"role"}:
         if key in message and not isinstance(message[key], str):
             raise RecordError("not_a_string", f"{where}.{key} must be a string, got {type(message[key]).__name__}")
@@ -219,17 +222,9 @@ def _tool_call(raw: Any, where: str) -> dict:
     if "name" not in function:
         raise RecordError("missing_field", f"{where}.function has no 'name'")
     function["name"] = _string(function["name"], f"{where}.function.name")
-    args = function.get("arguments", function.pop("parameters", None))
-    if isinstance(args, str):
-        try:
-            parsed = json.loads(args)
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            args = parsed
-    elif args is not None and not isinstance(args, Mapping):
+    args = function.get("arguments")
+    if args is not None and not isinstance(args, (str, Mapping)):
         raise RecordError("unknown_format", f"{where}.function.arguments must be an object or a JSON string")
-    function["arguments"] = {} if args is None else (dict(args) if isinstance(args, Mapping) else args)
     for key in ("id", "type"):
         if key in call and not isinstance(call[key], str):
             raise RecordError("not_a_string", f"{where}.{key} must be a string")

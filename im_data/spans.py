@@ -42,7 +42,6 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -61,10 +60,20 @@ KEEP, NEWLINES, WHITESPACE, UNKNOWN = 0, 1, 2, 3
 _LEFT_REST = {PAD_LEFT: KEEP, PAD_LEFT.lstrip("\n"): NEWLINES, "": WHITESPACE}
 _RIGHT_REST = {PAD_RIGHT: KEEP, PAD_RIGHT.rstrip("\n"): NEWLINES, "": WHITESPACE}
 
-#: Character key bands (a token takes the highest key it overlaps): data > wrapper > assistant_end > template.
-BAND = 16
-AFTER, WRAP, DATA = BAND, 2 * BAND, 3 * BAND
-assert len(ROLE_CODES) <= BAND
+#: Character keys. A token takes the highest key among its characters (a special token: its first character's):
+#: any content role (the largest code wins), then assistant_end, then template. Content keys carry whether the
+#: character is a field's value (data: checked for special tokens) or the template's text inside a turn.
+AFTER = 16
+CONTENT = 32
+
+
+def content_key(role: int, data: bool) -> int:
+    return CONTENT + 2 * int(role) + int(data)
+
+
+def role_of_key(key):
+    """Role code of a character key (works on numpy arrays)."""
+    return (key >= CONTENT) * ((key - CONTENT) // 2) + ((key >= AFTER) & (key < CONTENT)) * int(Role.ASSISTANT_END)
 SKELETON_CACHE_SIZE = 4096
 
 
@@ -96,7 +105,7 @@ class RenderedConversation:
     @property
     def content_spans(self) -> tuple[tuple[int, int, str], ...]:
         """The data spans: (start, end, role label) of every rendered field value, in text order."""
-        return tuple(sorted((s, e, Role(k - DATA).label) for s, e, k in self.spans if k >= DATA))
+        return tuple(sorted((s, e, Role(role_of_key(k)).label) for s, e, k in self.spans if k >= CONTENT and k % 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +132,7 @@ class SpanFinder:
         self.variables = dict(variables)
         self.allow_unrendered = frozenset(REASONING_KEY if a in REASONING_ALIASES else a for a in allow_unrendered)
         self._skeletons: dict = {}
-        self._profile: tuple[str | None, str | None] | None = None
+        self._profiles: dict[str, _Profile] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
     def find(self, conversation: Conversation) -> RenderedConversation:
@@ -140,7 +149,9 @@ class SpanFinder:
 
     # -- rendering ----------------------------------------------------------------------------------------------
     def _render(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
-        return self.template.render(conversation.messages, self.variables, add_generation_prompt,
+        variables = {**self.variables, **conversation.template_kwargs} if conversation.template_kwargs \
+            else self.variables
+        return self.template.render(conversation.messages, variables, add_generation_prompt,
                                     tools=conversation.tools, documents=conversation.documents)
 
     @staticmethod
@@ -154,8 +165,9 @@ class SpanFinder:
             else:
                 parts.append(json.dumps(_blank_text(m), sort_keys=True, default=str))
         extra = None
-        if conversation.tools is not None or conversation.documents is not None:
-            extra = json.dumps([conversation.tools, conversation.documents], sort_keys=True, default=str)
+        if conversation.tools is not None or conversation.documents is not None or conversation.template_kwargs:
+            extra = json.dumps([conversation.tools, conversation.documents, conversation.template_kwargs],
+                               sort_keys=True, default=str)
         return tuple(parts), extra
 
     def _probe(self, conversation: Conversation, fields: Sequence[TextField], pad: bool = False,
@@ -169,7 +181,7 @@ class SpanFinder:
         if drop_tool_calls:
             for m in messages:
                 m.pop("tool_calls", None)
-        return Conversation(messages, conversation.tools, conversation.documents)
+        return dataclasses.replace(conversation, messages=messages)
 
     # -- building a skeleton ------------------------------------------------------------------------------------
     def _build(self, conversation: Conversation, fields: Sequence[TextField]) -> _Skeleton:
@@ -188,7 +200,7 @@ class SpanFinder:
         regions = tuple((*lit(s), *lit(e), key) for s, e, key in labels.regions)
         after = tuple((*lit(s), *lit(e)) for s, e in labels.after)
         return _Skeleton(literals, tuple((n, *t) for (_, _, n), t in zip(occ, transforms)),
-                         tuple(DATA + ROLE_CODES[fields[n].role] for _, _, n in occ), regions, after,
+                         tuple(content_key(ROLE_CODES[fields[n].role], True) for _, _, n in occ), regions, after,
                          lit(labels.last_start))
 
     def _occurrences(self, text: str, fields: Sequence[TextField], conversation: Conversation
@@ -269,39 +281,14 @@ class SpanFinder:
                     left[g] = found[0][1]
         return list(zip(left, right))
 
-    # -- the per-template profile: generation prompt and end-of-turn text --------------------------------------
-    def profile(self) -> tuple[str | None, str | None]:
-        """(generation prompt, end-of-turn text after an assistant's content), learned once from small probes;
-        ``None`` where the template cannot render the probes."""
-        if self._profile is None:
-            self._profile = (self._generation_prompt(), self._end_of_turn())
-        return self._profile
-
-    def _generation_prompt(self) -> str | None:
-        for probe in ([_m("user", "x")], [_m("system", "s"), _m("user", "x")]):
-            try:
-                without = self.template.render(probe, self.variables, False)
-                with_prompt = self.template.render(probe, self.variables, True)
-            except RecordError:
-                continue
-            return with_prompt[len(os.path.commonprefix([without, with_prompt])):] or None
-        return None
-
-    def _end_of_turn(self) -> str | None:
-        answer = _SENTINEL.format(1)
-        for head in ([_m("user", _SENTINEL.format(0))],
-                     [_m("system", _SENTINEL.format(3)), _m("user", _SENTINEL.format(0))]):
-            try:
-                final = self.template.render(head + [_m("assistant", answer)], self.variables)
-                followed = self.template.render(head + [_m("assistant", answer), _m("user", _SENTINEL.format(2))],
-                                                self.variables)
-            except RecordError:
-                continue
-            if final.count(answer) != 1 or followed.count(answer) != 1:
-                continue
-            tails = [t[t.index(answer) + len(answer):] for t in (final, followed)]
-            return os.path.commonprefix(tails) or None
-        return None
+    # -- the per-template profile: what the template emits around an assistant turn ---------------------------
+    def profile(self, kwargs: Mapping[str, Any] | None = None) -> "_Profile":
+        """What the template emits around assistant turns, learned once (per chat template kwargs) from small
+        probe conversations."""
+        key = json.dumps(kwargs or {}, sort_keys=True, default=str)
+        if key not in self._profiles:
+            self._profiles[key] = _Profile.learn(self.template, {**self.variables, **(kwargs or {})})
+        return self._profiles[key]
 
     # -- aligning a render to its skeleton ----------------------------------------------------------------------
     def _align(self, skeleton: _Skeleton, text: str, fields: Sequence[TextField],
@@ -342,57 +329,96 @@ class SpanFinder:
                             "or renders differently depending on it)")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Profile:
+    """What a template emits around assistant turns (``None``: the probes could not tell).
+
+    ``prompt_tails[role]``: the text after a ``role`` message's content up to the end of the generation prompt
+    (``<|im_end|>\n<|im_start|>assistant\n``); ``end_of_turn``: the text after an assistant's content that a
+    final and a followed turn share (``<|im_end|>\n``); ``think``: the template's text before and after the
+    reasoning (``<think>\n``, ``\n</think>\n\n``)."""
+
+    prompt_tails: Mapping[str, str]
+    end_of_turn: str | None
+    think: tuple[str, str] | None
+
+    @classmethod
+    def learn(cls, template: ChatTemplate, variables: Mapping[str, Any]) -> "_Profile":
+        def render(messages, add_generation_prompt=False):
+            try:
+                return template.render(messages, variables, add_generation_prompt)
+            except RecordError:
+                return None
+
+        s0, s1, s2, s3 = (_SENTINEL.format(k) for k in range(4))
+        tails = {}
+        for role, probe in (("user", [_m("user", s0)]), ("system", [_m("system", s0)]),
+                            ("tool", [_m("user", s1), _m("assistant", s2), _m("tool", s0)])):
+            text = render(probe, True)
+            if text is not None and text.count(s0) == 1:
+                tails[role] = text[text.index(s0) + len(s0):]
+        end_of_turn = None
+        for head in ([_m("user", s0)], [_m("system", s3), _m("user", s0)]):
+            final = render(head + [_m("assistant", s1)])
+            followed = render(head + [_m("assistant", s1), _m("user", s2)])
+            if final is not None and followed is not None and final.count(s1) == 1 == followed.count(s1):
+                end_of_turn = os.path.commonprefix([t[t.index(s1) + len(s1):] for t in (final, followed)]) or None
+                break
+        think = None
+        text = render([_m("user", s0), {"role": "assistant", "content": s1, REASONING_KEY: s2}])
+        if text is not None and text.count(s2) == 1 and text.count(s1) == 1 and text.index(s2) < text.index(s1):
+            at, end = text.index(s2), text.index(s1)
+            before = text[text.index(s0) + len(s0):at]
+            tail = tails.get("user")
+            if tail is not None and before.startswith(tail):
+                think = (before[len(tail):], text[at + len(s2):end])
+        return cls(tails, end_of_turn, think)
+
+
 class _TurnLabels:
     """Wrapper, assistant_end and turn-start labels of the assistant turns, in skeleton coordinates."""
 
     def __init__(self, finder: SpanFinder, conversation: Conversation, fields: Sequence[TextField], text: str,
                  occ: Sequence[tuple[int, int, int]]):
         self.finder, self.conversation, self.fields, self.text, self.occ = finder, conversation, fields, text, occ
+        self.profile = finder.profile(conversation.template_kwargs)
         self.regions: list[tuple[int, int, int]] = []
         self.after: list[tuple[int, int]] = []
         self.last_start = 0
+        self.starts = [s for s, _, _ in occ]
 
     def compute(self) -> "_TurnLabels":
-        generation_prompt, end_of_turn = self.finder.profile()
         blocks = self._tool_call_blocks()
         by_message: dict[int, list[tuple[int, int, str]]] = {}
         for s, e, n in self.occ:
             by_message.setdefault(self.fields[n].message, []).append((s, e, self.fields[n].role))
         for j, parts in blocks.items():
             by_message.setdefault(j, []).extend((s, e, "tool_call_block") for s, e in parts)
-        cursor = 0
+        cursor = 0  # end of the parts of the messages before this one
         for j, message in enumerate(self.conversation.messages):
             parts = sorted(by_message.get(j, []))
-            if message["role"] != "assistant":
-                if parts:
-                    cursor = max(cursor, max(e for _, e, _ in parts))
-                continue
-            if parts:
+            if message["role"] == "assistant" and parts:
                 first, last = parts[0][0], max(e for _, e, _ in parts)
-                k = bisect.bisect_right(self.ends, first) - 1  # the last field that ends before the turn's first part
-                before = self.ends[k] if k >= 0 else 0
-                turn_start = first
-                if generation_prompt:
-                    at = self.text.rfind(generation_prompt, before, first)
-                    if at != -1:
-                        turn_start = at + len(generation_prompt)
+                previous = self.conversation.messages[j - 1]["role"] if j else None
+                turn_start = self._turn_start(cursor, first, previous)
                 self._gaps(turn_start, parts)
-                self._after(last, end_of_turn)
+                self._after(last)
                 self.last_start = turn_start
-                cursor = last
-            else:  # an assistant without any rendered part: place its end-of-turn after its header
-                cursor = self._empty_turn(cursor, self._next_start(cursor), generation_prompt, end_of_turn)
+            elif message["role"] == "assistant":  # no rendered part: place its end-of-turn after its header
+                cursor = self._empty_turn(cursor, self._next_start(cursor))
+            if parts:
+                cursor = max(cursor, max(e for _, e, _ in parts))
         # tool-call blocks are written after the gaps so that they win where they overlap
-        self.regions.sort(key=lambda r: (r[2] == WRAP + Role.TOOL_CALL, r[0]))
+        self.regions.sort(key=lambda r: (r[2] == content_key(Role.TOOL_CALL, False), r[0]))
         return self
 
-    @functools.cached_property
-    def starts(self) -> list[int]:
-        return [s for s, _, _ in self.occ]
-
-    @functools.cached_property
-    def ends(self) -> list[int]:
-        return [e for _, e, _ in self.occ]
+    def _turn_start(self, before: int, first: int, previous: str | None) -> int:
+        """After the generation prompt: where the render continues the previous message with the text that
+        ``add_generation_prompt=True`` renders after it; else the turn's first part."""
+        tail = self.profile.prompt_tails.get(previous) if previous else None
+        if tail and before < first and before + len(tail) <= first and self.text.startswith(tail, before):
+            return before + len(tail)
+        return first
 
     def _next_start(self, pos: int) -> int:
         """Start of the first occurrence at or after ``pos`` (the end of the text if none)."""
@@ -400,42 +426,56 @@ class _TurnLabels:
         return self.starts[k] if k < len(self.starts) else len(self.text)
 
     def _gaps(self, turn_start: int, parts: list[tuple[int, int, str]]) -> None:
-        """Text inside the turn between its parts: reasoning when it touches reasoning (``<think>`` tags),
-        tool_call when it touches a tool-call field (templates whose tool-call block is not known), else
-        assistant; a tool-call block is tool_call."""
+        """Text inside the turn between its parts: the reasoning's tags (the text touching the reasoning, without
+        whitespace at its far edge) are reasoning; a tool-call block is tool_call, and text touching a tool-call
+        name where no block is known; an empty think block the template emits is reasoning; the rest is
+        assistant."""
         pos, previous = turn_start, None
         for s, e, kind in parts:
             if kind == "tool_call_block":
-                self.regions.append((s, e, WRAP + Role.TOOL_CALL))
+                self.regions.append((s, e, content_key(Role.TOOL_CALL, False)))
             elif s > pos:
-                touching = {previous, kind}
-                role = Role.REASONING if "reasoning" in touching else (
-                    Role.TOOL_CALL if "tool_call" in touching else Role.ASSISTANT)
-                self.regions.append((pos, s, WRAP + role))
+                self._gap(pos, s, previous, kind)
             pos, previous = max(pos, e), kind
 
-    def _after(self, last: int, end_of_turn: str | None) -> None:
-        limit = self._next_start(last)
+    def _gap(self, start: int, end: int, left: str | None, right: str) -> None:
+        text = self.text[start:end]
+        if left == "reasoning" or right == "reasoning":
+            lead = len(text) - len(text.lstrip()) if left != "reasoning" else 0
+            trail = len(text) - len(text.rstrip()) if right != "reasoning" else 0
+            pieces = [(start, start + lead, Role.ASSISTANT), (start + lead, end - trail, Role.REASONING),
+                      (end - trail, end, Role.ASSISTANT)]
+        elif "tool_call" in (left, right):
+            pieces = [(start, end, Role.TOOL_CALL)]
+        else:
+            pieces = [(start, end, Role.ASSISTANT)]
+            think = self.profile.think
+            empty = think[0] + think[1] if think else ""
+            at = text.find(empty) if empty.strip() else -1
+            if at != -1:
+                tags = len(empty.rstrip())
+                pieces = [(start, start + at, Role.ASSISTANT), (start + at, start + at + tags, Role.REASONING),
+                          (start + at + tags, end, Role.ASSISTANT)]
+        self.regions.extend((a, b, content_key(role, False)) for a, b, role in pieces if b > a)
+
+    def _after(self, last: int) -> None:
+        limit, end_of_turn = self._next_start(last), self.profile.end_of_turn
         length = len(os.path.commonprefix([end_of_turn, self.text[last:limit]])) if end_of_turn else 0
         self.after.append((last, last + length if length else limit))
 
-    def _empty_turn(self, cursor: int, limit: int, generation_prompt: str | None, end_of_turn: str | None) -> int:
-        if generation_prompt:
-            at = self.text.find(generation_prompt, cursor, limit)
-            if at == -1:
-                return cursor
-            start = at + len(generation_prompt)
-            length = len(os.path.commonprefix([end_of_turn or "", self.text[start:limit]]))
-        elif end_of_turn:
-            start = self.text.find(end_of_turn, cursor, limit)
-            if start == -1:
-                return cursor
-            length = len(end_of_turn)
-        else:
+    def _empty_turn(self, cursor: int, limit: int) -> int:
+        end_of_turn = self.profile.end_of_turn
+        tail = self.profile.prompt_tails.get("user")
+        if not end_of_turn:
             return cursor
-        self.after.append((start, start + length))
+        start = self.text.find(end_of_turn, cursor, limit)
+        if tail and self.text.startswith(tail, cursor) and self.text.startswith(end_of_turn, cursor + len(tail)):
+            start = cursor + len(tail)
+        if start == -1:
+            return cursor
+        self.after.append((start, start + len(end_of_turn)))
         self.last_start = start
-        return start + length
+        return start + len(end_of_turn)
 
     def _tool_call_blocks(self) -> dict[int, list[tuple[int, int]]]:
         """Each assistant's tool calls as rendered with their wrapper: the text the render gains over the render
