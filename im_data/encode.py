@@ -184,7 +184,7 @@ class Encoder:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.allow_unrendered = tuple(sorted(set(allow_unrendered)))
         self._special_tokens = special_tokens_for_render(tokenizer)
-        self._spans = SpanFinder(self.template, {**self._special_tokens, **self.chat_template_kwargs},
+        self._spans = SpanFinder(self.template, self._special_tokens, template_kwargs=self.chat_template_kwargs,
                                  allow_unrendered=self.allow_unrendered)
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)

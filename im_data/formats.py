@@ -211,6 +211,6 @@ def validate_messages(messages: list[Message]) -> None:
     assistant = [m for m in messages if m["role"] == "assistant"]
     if not assistant:
         raise RecordError("no_assistant_turn", "the conversation has no assistant message")
-    if not any((m["content"] or "").strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip()
+    if not any((m.get("content") or "").strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip()
                for m in assistant):
         raise RecordError("empty_output", "every assistant message is empty")

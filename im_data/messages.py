@@ -5,9 +5,10 @@ A :class:`Conversation` holds ``messages`` (dicts passed to the template unchang
 ``transformers``). Every message is checked and brought into the shape templates expect:
 
 * ``role`` (system, user, tool, assistant) and ``content`` (a string; ``None`` or absent only for an assistant
-  that makes tool calls: passed as ``None``, as OpenAI records have it);
-* assistant reasoning: ``reasoning_content``, or its aliases ``reasoning`` / ``thinking``: passed to the template
-  as ``reasoning_content`` and under the alias the record used;
+  that makes tool calls);
+* keys whose value is ``None`` are dropped, as ``apply_chat_template`` drops them;
+* reasoning: ``reasoning_content``, or its aliases ``reasoning`` / ``thinking``: passed to the template as
+  ``reasoning_content`` and ``thinking`` (and under the alias the record used), as ``apply_chat_template`` does;
 * assistant ``tool_calls`` in OpenAI shape ``{"id", "type": "function", "function": {"name", "arguments"}}``
   (a flat ``{"name", "arguments"}`` is accepted too); ``arguments`` (a JSON string or an object) is passed as
   given, as ``apply_chat_template`` passes it; OpenAI's legacy ``function_call`` on an assistant message becomes
@@ -88,15 +89,15 @@ def message_fields(index: int, message: Mapping[str, Any]) -> Iterator[TextField
     content = message.get("content")
     if content:
         yield TextField(index, ("content",), content, role)
-    reasoning = message.get(REASONING_KEY) if role == "assistant" else None
+    reasoning = message.get(REASONING_KEY)
     if reasoning:
-        yield TextField(index, (REASONING_KEY,), reasoning, "reasoning")
+        yield TextField(index, (REASONING_KEY,), reasoning, "reasoning" if role == "assistant" else role)
     for k, call in enumerate(message.get("tool_calls") or ()):
         name = call["function"]["name"]
         if name:
             yield TextField(index, ("tool_calls", k, "function", "name"), name, "tool_call")
     for key, value in message.items():
-        if key in _KNOWN_KEYS or (role == "assistant" and key in REASONING_ALIASES):
+        if key in _KNOWN_KEYS or key in REASONING_ALIASES:
             continue
         if isinstance(value, str) and value:
             yield TextField(index, (key,), value, "assistant" if role == "assistant" else role)
@@ -109,7 +110,7 @@ def opaque_fields(message: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         if args not in (None, "", {}):
             yield f"tool_calls[{k}].function.arguments", args
     for key, value in message.items():
-        if key in _KNOWN_KEYS or (message["role"] == "assistant" and key in REASONING_ALIASES):
+        if key in _KNOWN_KEYS or key in REASONING_ALIASES:
             continue
         if not isinstance(value, str) and value not in (None, [], {}) and value is not False:
             yield key, value
@@ -154,52 +155,59 @@ def _message(raw: Any, where: str, split_inline_reasoning: bool) -> dict:
         raise RecordError("bad_role", f"{where}.role must be a string, got {type(role).__name__}")
     if role not in MESSAGE_ROLES:
         raise RecordError("bad_role", f"{where} has role {role!r}; expected one of {list(MESSAGE_ROLES)}")
-    message = {k: v for k, v in raw.items() if v is not None or k == "content"}
+    # as apply_chat_template: keys whose value is None are dropped (OpenAI's content=None on a tool-call turn)
+    message = {k: v for k, v in raw.items() if v is not None}
     if role == "assistant":
-        _assistant_parts(message, raw, where, split_inline_reasoning)
+        _tool_calls(message, where)
     elif "tool_calls" in message:
         raise RecordError("unknown_format", f"{where}: only assistant messages make tool calls (role {role!r})")
-    if message.get("content") is None:
+    if "content" not in message:
         if not message.get("tool_calls"):
             if "content" not in raw:
                 raise RecordError("missing_field", f"{where} has no 'content'")
             raise RecordError("not_a_string", f"{where}.content must be a string, got NoneType")
-        message["content"] = None
     else:
         _string(message["content"], f"{where}.content")
+    message = _reasoning(message, where, split_inline_reasoning and role == "assistant")
     for key in METADATA_KEYS - {"role"}:
         if key in message and not isinstance(message[key], str):
             raise RecordError("not_a_string", f"{where}.{key} must be a string, got {type(message[key]).__name__}")
     return message
 
 
-def _assistant_parts(message: dict, raw: Mapping, where: str, split_inline_reasoning: bool) -> None:
+def _reasoning(message: dict, where: str, split_inline: bool) -> dict:
+    """Reasoning under every name templates read, as apply_chat_template aliases it (``thinking`` and
+    ``reasoning_content`` filled from the first of ``reasoning_content`` / ``thinking`` / ``reasoning``)."""
     reasoning = None
     for alias in REASONING_ALIASES:
-        value = raw.get(alias)
-        if value is None:
+        if alias not in message:
             continue
-        value = _string(value, f"{where}.{alias}")
+        value = _string(message[alias], f"{where}.{alias}")
         if reasoning is not None and value != reasoning:
             raise RecordError("unknown_format", f"{where} has two different reasoning fields ({alias!r} and one of "
                                                 f"{[a for a in REASONING_ALIASES if a != alias]})")
         reasoning = value
-    if split_inline_reasoning and reasoning is None and isinstance(message.get("content"), str):
-        reasoning, message["content"] = _split_inline(message["content"], message)
-    if reasoning is not None:
-        message[REASONING_KEY] = reasoning
-    calls = list(message.get("tool_calls") or [])
+    if split_inline and reasoning is None and isinstance(message.get("content"), str):
+        reasoning, message["content"] = _split_inline(message["content"])
+    if reasoning is None:
+        return message
+    return {"thinking": reasoning, **message, REASONING_KEY: reasoning}
+
+
+def _tool_calls(message: dict, where: str) -> None:
+    calls = message.get("tool_calls", [])
+    if not isinstance(calls, list):
+        raise RecordError("unknown_format", f"{where}.tool_calls must be a list")
+    calls = list(calls)
     if "function_call" in message:  # OpenAI's legacy single call
         calls.append(message.pop("function_call"))
-    if calls or "tool_calls" in message:
-        if not isinstance(message.get("tool_calls", []), list):
-            raise RecordError("unknown_format", f"{where}.tool_calls must be a list")
+    if calls:
         message["tool_calls"] = [_tool_call(c, f"{where}.tool_calls[{k}]") for k, c in enumerate(calls)]
-        if not message["tool_calls"]:
-            del message["tool_calls"]
+    else:
+        message.pop("tool_calls", None)
 
 
-def _split_inline(content: str, message: dict) -> tuple[str | None, str]:
+def _split_inline(content: str) -> tuple[str | None, str]:
     head = content.lstrip()
     if not head.startswith(THINK_OPEN) or THINK_CLOSE not in head:
         return None, content

@@ -126,10 +126,11 @@ class _Skeleton:
 class SpanFinder:
     """Span finding for one template and one set of template variables (special tokens, chat template kwargs)."""
 
-    def __init__(self, template: ChatTemplate, variables: Mapping[str, Any], *,
-                 allow_unrendered: Sequence[str] = ()):
+    def __init__(self, template: ChatTemplate, special_tokens: Mapping[str, Any], *,
+                 template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = ()):
         self.template = template
-        self.variables = dict(variables)
+        self.special_tokens = dict(special_tokens)
+        self.variables = {**self.special_tokens, **(template_kwargs or {})}
         self.allow_unrendered = frozenset(REASONING_KEY if a in REASONING_ALIASES else a for a in allow_unrendered)
         self._skeletons: dict = {}
         self._profiles: dict[str, _Profile] = {}
@@ -160,7 +161,7 @@ class SpanFinder:
         text field (metadata, tool-call arguments, tools, documents), by value."""
         parts = []
         for m in conversation.messages:
-            if len(m) == 2:  # {"role", "content"}: the common case, kept cheap
+            if len(m) == 2 and "content" in m:  # {"role", "content"}: the common case, kept cheap
                 parts.append((m["role"], m["content"] != ""))
             else:
                 parts.append(json.dumps(_blank_text(m), sort_keys=True, default=str))
@@ -287,7 +288,8 @@ class SpanFinder:
         probe conversations."""
         key = json.dumps(kwargs or {}, sort_keys=True, default=str)
         if key not in self._profiles:
-            self._profiles[key] = _Profile.learn(self.template, {**self.variables, **(kwargs or {})})
+            self._profiles[key] = _Profile.learn(self.template, {**self.variables, **(kwargs or {})},
+                                                 self.special_tokens)
         return self._profiles[key]
 
     # -- aligning a render to its skeleton ----------------------------------------------------------------------
@@ -343,10 +345,13 @@ class _Profile:
     think: tuple[str, str] | None
 
     @classmethod
-    def learn(cls, template: ChatTemplate, variables: Mapping[str, Any]) -> "_Profile":
-        def render(messages, add_generation_prompt=False):
+    def learn(cls, template: ChatTemplate, variables: Mapping[str, Any],
+              plain_variables: Mapping[str, Any]) -> "_Profile":
+        """``plain_variables`` (no chat template kwargs) for the think tags: ``enable_thinking=False`` templates
+        put an empty think block into the generation prompt, which would hide the tags."""
+        def render(messages, add_generation_prompt=False, plain=False):
             try:
-                return template.render(messages, variables, add_generation_prompt)
+                return template.render(messages, plain_variables if plain else variables, add_generation_prompt)
             except RecordError:
                 return None
 
@@ -365,12 +370,13 @@ class _Profile:
                 end_of_turn = os.path.commonprefix([t[t.index(s1) + len(s1):] for t in (final, followed)]) or None
                 break
         think = None
-        text = render([_m("user", s0), {"role": "assistant", "content": s1, REASONING_KEY: s2}])
-        if text is not None and text.count(s2) == 1 and text.count(s1) == 1 and text.index(s2) < text.index(s1):
+        text = render([_m("user", s0), {"role": "assistant", "content": s1, REASONING_KEY: s2}], plain=True)
+        tail = render([_m("user", s0)], True, plain=True)
+        if text and tail and text.count(s2) == 1 and text.count(s1) == 1 and text.index(s2) < text.index(s1):
             at, end = text.index(s2), text.index(s1)
             before = text[text.index(s0) + len(s0):at]
-            tail = tails.get("user")
-            if tail is not None and before.startswith(tail):
+            tail = tail[tail.index(s0) + len(s0):]
+            if before.startswith(tail):
                 think = (before[len(tail):], text[at + len(s2):end])
         return cls(tails, end_of_turn, think)
 
@@ -401,7 +407,14 @@ class _TurnLabels:
                 first, last = parts[0][0], max(e for _, e, _ in parts)
                 previous = self.conversation.messages[j - 1]["role"] if j else None
                 turn_start = self._turn_start(cursor, first, previous)
+                if parts[0][2] == "reasoning" and turn_start == first and self.profile.think:
+                    opening = self.profile.think[0].lstrip()  # the think tag before the reasoning
+                    if opening and self.text.startswith(opening, first - len(opening)) \
+                            and first - len(opening) >= cursor:
+                        turn_start = first - len(opening)
                 self._gaps(turn_start, parts)
+                if parts[-1][2] == "tool_call" and j not in blocks:
+                    last = self._call_tail(last)
                 self._after(last)
                 self.last_start = turn_start
             elif message["role"] == "assistant":  # no rendered part: place its end-of-turn after its header
@@ -432,10 +445,10 @@ class _TurnLabels:
         assistant."""
         pos, previous = turn_start, None
         for s, e, kind in parts:
+            if s > pos:
+                self._gap(pos, s, previous, kind)
             if kind == "tool_call_block":
                 self.regions.append((s, e, content_key(Role.TOOL_CALL, False)))
-            elif s > pos:
-                self._gap(pos, s, previous, kind)
             pos, previous = max(pos, e), kind
 
     def _gap(self, start: int, end: int, left: str | None, right: str) -> None:
@@ -457,6 +470,16 @@ class _TurnLabels:
                 pieces = [(start, start + at, Role.ASSISTANT), (start + at, start + at + tags, Role.REASONING),
                           (start + at + tags, end, Role.ASSISTANT)]
         self.regions.extend((a, b, content_key(role, False)) for a, b, role in pieces if b > a)
+
+    def _call_tail(self, last: int) -> int:
+        """Where no tool-call block is known (the template cannot render the turn without its calls): the call
+        runs from its last field to the end-of-turn text."""
+        end_of_turn = self.profile.end_of_turn
+        at = self.text.find(end_of_turn, last, self._next_start(last)) if end_of_turn else -1
+        if at > last:
+            self.regions.append((last, at, content_key(Role.TOOL_CALL, False)))
+            return at
+        return last
 
     def _after(self, last: int) -> None:
         limit, end_of_turn = self._next_start(last), self.profile.end_of_turn
@@ -499,8 +522,10 @@ class _TurnLabels:
             x, y = self.text[a:b], other[c:d]
             if x == y:
                 continue
-            p = len(os.path.commonprefix([x, y]))
-            q = len(os.path.commonprefix([x[p:][::-1], y[p:][::-1]]))
+            # the common suffix first: an inserted block then ends with its own closing text (``</tool_call>``)
+            q = len(os.path.commonprefix([x[::-1], y[::-1]]))
+            q = min(q, len(x), len(y))
+            p = len(os.path.commonprefix([x[:len(x) - q], y[:len(y) - q]]))
             start, end = a + p, b - q
             inside = self.occ[bisect.bisect_left(self.starts, start):bisect.bisect_right(self.starts, end)]
             owners = {self.fields[n].message for s, e, n in inside if is_call[n] and e <= end}
