@@ -16,11 +16,16 @@ REASONS: dict[str, str] = {
     "empty_conversation": "the record holds no messages",
     "no_assistant_turn": "the conversation has no assistant message",
     "empty_output": "every assistant message is empty",
-    "template_error": "the chat template failed to render, or its spans cannot be found reliably",
+    "template_error": "the chat template failed to render, dropped a message's content, or rendered a value "
+                      "differently from the value (the message names the message and field)",
+    "unrendered_field": "the chat template does not render a data field of the record (reasoning, tool calls, tools, "
+                        "an extra message field); allow it with allow_unrendered / --allow-unrendered FIELD",
     "special_token_in_content": "a message contains a special-token string of the tokenizer",
     "too_long": "the record exceeds max_length (truncation=drop), or truncation cut its output to nothing",
     "no_trainable_tokens": "no token has a positive loss weight",
     "read_error": "the input could not be read (missing, unreadable or corrupt file)",
+    "too_large": "the raw record is larger than max_record_bytes (checked while reading, before parsing)",
+    "internal_error": "an unexpected exception while processing this record (its type and message are given)",
 }
 
 
@@ -36,6 +41,12 @@ class RecordError(ValueError):
 
     def __reduce__(self):  # picklable across Beam/Dask workers
         return (RecordError, (self.reason, self.message))
+
+
+def internal_error(exc: BaseException) -> RecordError:
+    """An unexpected exception on one record, as a reject naming the exception (never a dead job)."""
+    text = str(exc).splitlines()[0][:500] if str(exc) else ""
+    return RecordError("internal_error", f"{type(exc).__module__}.{type(exc).__qualname__}: {text}".strip())
 
 
 class TemplateError(RecordError):

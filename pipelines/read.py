@@ -60,7 +60,8 @@ class Split:
 class RawRecord:
     source: str
     index: int | None    # None only for a read_error that concerns a whole file
-    payload: Any         # bytes (a JSONL line), a dict/list/... (a decoded record) or a RecordError
+    payload: Any         # bytes (a JSONL line, a JSON array element), a dict (a decoded row) or a RecordError
+    raw: bytes | None = None  # with a RecordError: the prefix of the record that was read (e.g. too_large)
 
 
 # --------------------------------------------------------------------------------------------------- specs

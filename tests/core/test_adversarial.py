@@ -59,6 +59,8 @@ def check_example(ex, messages, template: str, end_tokens: list[str] | None = No
         # extra characters only inside the boundary tokens: every token of the run overlaps the content
         for i in idx:
             s, e = int(offsets[i][0]), int(offsets[i][1])
+            if role == Role.ASSISTANT and e <= c_start and not text[s:e].strip():
+                continue  # the template's separator inside the assistant turn (llama2/mistral: no generation prompt)
             assert s < c_end and e > c_start, (
                 f"token {i} {text[s:e]!r} is labelled {Role(role).label} but lies outside its content "
                 f"{content!r} (run {run_text!r})")

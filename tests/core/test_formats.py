@@ -23,7 +23,8 @@ def m(role, content):
                  [m("system", "S"), m("user", "U"), m("assistant", "A"), m("tool", "T"), m("assistant", "B")],
                  id="messages-all-roles"),
     pytest.param({"messages": [{"role": "user", "content": "U", "name": "bob", "extra": 1}, m("assistant", "A")]},
-                 "messages", [m("user", "U"), m("assistant", "A")], id="messages-extra-keys-dropped"),
+                 "messages", [{"role": "user", "content": "U", "name": "bob", "extra": 1}, m("assistant", "A")],
+                 id="messages-extra-keys-kept"),  # kept for the template; unrendered data is rejected at encode
     pytest.param({"prompt": "Q?", "completion": " A."}, "prompt_completion",
                  [m("user", "Q?"), m("assistant", " A.")], id="pc-strings-verbatim"),
     pytest.param({"prompt": "Q?", "completion": "A.", "system": "Be nice."}, "prompt_completion",

@@ -11,6 +11,8 @@ role rules of the spec, then frozen here as literals:
   rest of it (the newline after ``</s>``) and everything else (headers, BOS, ``</s>`` after a *user* turn in
   zephyr, ``<|im_end|>`` after a user turn) is ``template``;
 * llama2/gemma/mistral put the system prompt inside the first user turn: its tokens are still ``system``;
+* llama2/mistral have no generation prompt: the space they emit after ``[/INST]`` lies inside the assistant turn,
+  so it is ``assistant`` (issue 8: text inside an assistant turn after the generation prompt is output);
 * gemma/llama2/mistral take no tool role, so their conversation has no tool message.
 """
 
@@ -88,20 +90,20 @@ GOLDEN = {
         [('<s>', T), ('[INST]', T), (' <', T), ('<', T), ('S', T), ('Y', T), ('S', T), ('>', T), ('>', T),
          ('\n', T), ('Be', S), (' brief', S), ('.', S), ('\n', T), ('<', T), ('</', T), ('S', T), ('Y', T),
          ('S', T), ('>', T), ('>', T), ('\n', T), ('\n', T), ('Hi', U), (' there', U), (' ', T),
-         ('[/INST]', T), (' ', T), ('Hello', A), ('!', A), (' ', E), ('</s>', E), ('<s>', T), ('[INST]', T),
+         ('[/INST]', T), (' ', A), ('Hello', A), ('!', A), (' ', E), ('</s>', E), ('<s>', T), ('[INST]', T),
          (' S', U), ('um', U), (' 2', U), ('+', U), ('3', U), (' ', T), ('[/INST]', T), (' It', A),
          (' is', A), (' 5', A), ('.', A), (' ', E), ('</s>', E)],
-        '00000000001110000000000110001111001111100111111',  # IM
-        '00000000000000000000000000001111000000000111111',  # IT
+        '00000000001110000000000110011111001111100111111',  # IM
+        '00000000000000000000000000011111000000000111111',  # IT
     ),
     'mistral': (
         '<s>[INST] Be brief.\n\nHi there [/INST] Hello!</s>[INST] Sum 2+3 [/INST] It is 5.</s>',
         [('<s>', T), ('[INST]', T), (' Be', S), (' brief', S), ('.', S), ('\n', T), ('\n', T), ('Hi', U),
-         (' there', U), (' ', T), ('[/INST]', T), (' ', T), ('Hello', A), ('!', A), ('</s>', E),
+         (' there', U), (' ', T), ('[/INST]', T), (' ', A), ('Hello', A), ('!', A), ('</s>', E),
          ('[INST]', T), (' S', U), ('um', U), (' 2', U), ('+', U), ('3', U), (' ', T), ('[/INST]', T),
          (' It', A), (' is', A), (' 5', A), ('.', A), ('</s>', E)],
-        '0011100110001110111110011111',  # IM
-        '0000000000001110000000011111',  # IT
+        '0011100110011110111110011111',  # IM
+        '0000000000011110000000011111',  # IT
     ),
     'zephyr': (
         '<|system|>\nBe brief.</s>\n<|user|>\nHi there</s>\n<|assistant|>\nHello!</s>\n<|user|>\nSum 2+3</s>\n<|tool|>\n5</s>\n<|assistant|>\nIt is 5.</s>\n',
