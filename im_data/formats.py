@@ -190,7 +190,29 @@ def read_conversation(record: Any, options: FormatOptions = FormatOptions()) -> 
                                       split_inline_reasoning=options.split_inline_reasoning,
                                       template_kwargs=record.get("chat_template_kwargs"))
     validate_messages(conversation.messages)
+    used = _format_fields(fmt, options)
+    conversation.extra_fields = tuple(k for k, v in record.items()
+                                      if k not in used and k not in RECORD_METADATA_KEYS and v not in _EMPTY)
     return conversation
+
+
+_EMPTY = (None, "", [], {})
+#: Record fields that identify a record rather than carry conversation data: never rendered, never rejected.
+#: Any other record field outside the input format is data the template does not see: ``unrendered_field``
+#: unless allowed (``allow_unrendered`` / ``--allow-unrendered NAME``).
+RECORD_METADATA_KEYS = frozenset({"id", "uuid", "idx", "index", "dataset", "source", "split", "category",
+                                  "language", "lang", "meta", "metadata"})
+_RECORD_TEMPLATE_FIELDS = ("tools", "documents", "chat_template_kwargs")
+
+
+def _format_fields(fmt: str, options: FormatOptions) -> set[str]:
+    """The record fields an input format reads."""
+    fields = {"messages": [options.messages_field],
+              "sharegpt": [options.conversations_field, options.system_field],
+              "prompt_completion": [options.prompt_field, options.completion_field, options.system_field],
+              "alpaca": [options.instruction_field, options.input_field, options.output_field,
+                         options.system_field]}[fmt]
+    return {f for f in fields if f} | set(_RECORD_TEMPLATE_FIELDS)
 
 
 def normalize_record(record: Any, options: FormatOptions = FormatOptions()) -> list[Message]:

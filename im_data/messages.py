@@ -81,6 +81,7 @@ class Conversation:
     tools: list | None = None
     documents: list | None = None
     template_kwargs: dict | None = None  # the record's own chat_template_kwargs (over the Encoder's)
+    extra_fields: tuple[str, ...] = ()  # record fields outside the input format (see formats.RECORD_METADATA_KEYS)
 
 
 def message_fields(index: int, message: Mapping[str, Any]) -> Iterator[TextField]:

@@ -138,6 +138,9 @@ class SpanFinder:
     # -- public -------------------------------------------------------------------------------------------------
     def find(self, conversation: Conversation) -> RenderedConversation:
         """Render ``conversation`` and label every character (see the module doc)."""
+        for name in conversation.extra_fields:
+            if name not in self.allow_unrendered:
+                raise _unrendered(self.template, f"the record's field {name!r} (not part of the input format)", name)
         text = self._render(conversation)
         fields = [f for j, m in enumerate(conversation.messages) for f in message_fields(j, m)]
         key = self._shape(conversation)
@@ -235,7 +238,7 @@ class SpanFinder:
         for name in ("tools", "documents"):
             if getattr(conversation, name) is None or name in self.allow_unrendered:
                 continue
-            if self._render(dataclasses.replace(base, **{name: None})) == skeleton_text:
+            if self._renders_same(dataclasses.replace(base, **{name: None}), skeleton_text):
                 raise _unrendered(self.template, f"the record's {name}", name)
         for j, message in enumerate(conversation.messages):
             for name, _ in opaque_fields(message):
@@ -250,8 +253,15 @@ class SpanFinder:
                 calls = copy.deepcopy(messages[j]["tool_calls"])
                 calls[k]["function"]["arguments"] = {}
                 messages[j]["tool_calls"] = calls
-                if self._render(dataclasses.replace(base, messages=messages)) == skeleton_text:
+                if self._renders_same(dataclasses.replace(base, messages=messages), skeleton_text):
                     raise _unrendered(self.template, f"message {j} ({message['role']}) field {name!r}", top)
+
+    def _renders_same(self, conversation: Conversation, text: str) -> bool:
+        """Whether ``conversation`` renders to ``text`` (a template that raises without a value uses it)."""
+        try:
+            return self._render(conversation) == text
+        except RecordError:
+            return False
 
     def _edge_transforms(self, conversation: Conversation, fields: Sequence[TextField],
                          literals: Sequence[str], numbers: Sequence[int]) -> list[tuple[int, int]]:
