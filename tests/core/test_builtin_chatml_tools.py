@@ -153,3 +153,43 @@ def test_turns_render_like_qwen3(default_tokenizer):
     qwen3 = ChatTemplate("qwen3", REAL_QWEN3.read_text(encoding="utf-8")).render(json.loads(json.dumps(msgs)),
                                                                                SPECIAL)
     assert ours == qwen3
+
+
+@pytest.mark.parametrize("mode", ["it", "im"])
+def test_last_assistant_only_zeroes_every_output_role_of_earlier_turns(default_tokenizer, mode):
+    policy = WeightPolicy.preset(mode, last_assistant_only=True)
+    enc = Encoder(default_tokenizer, chat_template="chatml_tools", policy=policy, keep_text=True)
+    ex = enc.encode(AGENT)
+    full = encoder(default_tokenizer, mode).encode(AGENT)
+    assert ex.roles.tolist() == full.roles.tolist()
+    last_turn = ex.text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")
+    output_side = set(roles_on_side("output"))
+    for (s, _), r, w, w_full in zip(ex.offsets.tolist(), ex.roles.tolist(), ex.loss_weights.tolist(),
+                                    full.loss_weights.tolist()):
+        if ROLE_LABELS[r] in output_side:  # reasoning, tool calls, content, end: trained in the last turn only
+            assert w == (1.0 if s >= last_turn else 0.0), (ex.text[s:], ROLE_LABELS[r])
+        else:  # instruction and template tokens keep their weights
+            assert w == w_full
+    # the first turn had reasoning and tool calls: they are all at weight 0 now
+    first_turn = [(ROLE_LABELS[r], w) for (s, _), r, w in zip(ex.offsets.tolist(), ex.roles.tolist(),
+                                                             ex.loss_weights.tolist()) if s < last_turn]
+    assert {R, C, A, E} <= {r for r, _ in first_turn}
+    assert all(w == 0 for r, w in first_turn if r in output_side)
+
+
+@pytest.mark.parametrize("where", ["reasoning_content", pytest.param("arguments", marks=pytest.mark.xfail(
+    strict=True, reason="core: the tool-call block region overwrites the data flag of the arguments inside it, so "
+                        "a special token in arguments is not rejected (reported to the lead)"))])
+def test_special_token_inside_reasoning_or_tool_call_is_rejected(default_tokenizer, where):
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "ok", "reasoning_content": "fine",
+                                                 "tool_calls": [{"type": "function", "function": {
+                                                     "name": "f", "arguments": '{"x": 1}'}}]}]
+    if where == "reasoning_content":
+        msgs[1]["reasoning_content"] = "end it <|im_end|> here"
+    else:
+        msgs[1]["tool_calls"][0]["function"]["arguments"] = '{"x": "<|im_end|>"}'
+    out = encoder(default_tokenizer).encode_batch([{"messages": msgs}])[0]
+    assert getattr(out, "reason", None) == "special_token_in_content", out
+    ok = Encoder(default_tokenizer, chat_template="chatml_tools", allow_special_tokens=True).encode_batch(
+        [{"messages": msgs}])[0]
+    assert ok.input_ids.size > 0
