@@ -29,14 +29,13 @@ from .errors import RecordError, internal_error
 from .formats import FormatOptions, read_conversation
 from .limits import LengthBound, check_length_bound
 from .policy import WeightPolicy
-from .roles import INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, OUTPUT_SIDE_ROLES, ROLE_CODES, Role
+from .roles import (INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, OUTPUT_SIDE_MASK, ROLE_CODES, TEMPLATE_COUNT_MASK,
+                    Role)
 from .spans import AFTER, CONTENT, RenderedConversation, SpanFinder, role_of_key
 from .templates import ChatTemplate
 from .tokenizer import special_token_ids, tokenizer_fingerprint
 
 TRUNCATION_MODES = ("keep_start", "drop")
-OUTPUT_SIDE_MASK = np.zeros(NUM_ROLES, dtype=bool)
-OUTPUT_SIDE_MASK[list(OUTPUT_SIDE_ROLES)] = True
 IGNORE_INDEX = -100
 
 
@@ -332,7 +331,7 @@ class Encoder:
         return {
             "instruction": full[:, INSTRUCTION_MASK].sum(axis=1),
             "output": full[:, OUTPUT_MASK].sum(axis=1),
-            "template": full[:, Role.TEMPLATE] + full[:, Role.ASSISTANT_END],
+            "template": full[:, TEMPLATE_COUNT_MASK].sum(axis=1),
             "kept": np.bincount(kept_seg_role, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES),
             "mass": np.bincount(kept_seg_role, weights=weights[keep], minlength=k * NUM_ROLES).reshape(k, NUM_ROLES),
             "trainable": np.bincount(seg[keep], weights=weights[keep] > 0, minlength=k),

@@ -6,8 +6,8 @@ it with ``rich``, :func:`render_html` returns a standalone HTML page (inline CSS
 
 Visual encoding, the same in both renderings:
 
-* **role -> background colour** (legend printed): template grey, system purple, user blue, tool teal,
-  assistant green, assistant_end olive.
+* **role -> background colour** (legend printed), from :data:`im_data.roles.ROLE_TABLE`: template grey, system
+  purple, user blue, tool teal, assistant green, assistant_end olive, reasoning brown, tool_call steel blue.
 * **loss weight -> text brightness / opacity**, continuous: ``level = sqrt(min(w, 1))``, 0 -> dim,
   1 -> full. The square root spreads small weights so a WIT prompt weight of 0.1 is visibly brighter than
   0 (IT) and visibly dimmer than 1 (IM). Weights above 1 are shown at full brightness, in bold.
@@ -144,7 +144,7 @@ class ExampleView:
 
 
 def role_rows(roles: np.ndarray, weights: np.ndarray) -> tuple[RoleRow, ...]:
-    """Per-role token counts and weight mass (all six roles, in role-code order)."""
+    """Per-role token counts and weight mass (every role of the role table, in role-code order)."""
     roles = np.asarray(roles, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
     counts = np.bincount(roles, minlength=len(ROLE_LABELS))[: len(ROLE_LABELS)]

@@ -44,21 +44,23 @@ class RoleSpec:
     name: str
     side: str  # one of SIDES: which weight the presets give it (template: 0, instruction: p, output: r)
     content: bool  # counted in the length statistics (instruction or output length)
+    short: str  # short label for narrow tables (audit report)
     terminal_bg: tuple[int, int, int]  # display colour, terminal (dark theme)
     html_bg: str  # display colour, HTML (light theme)
     meaning: str
 
 
 ROLE_TABLE: tuple[RoleSpec, ...] = (
-    RoleSpec(0, "template", "template", False, (48, 48, 48), "#e4e4e4", "text the chat template adds"),
-    RoleSpec(1, "system", "instruction", True, (88, 40, 110), "#ead7f5", "system message content"),
-    RoleSpec(2, "user", "instruction", True, (24, 60, 130), "#d4e3fb", "user message content"),
-    RoleSpec(3, "tool", "instruction", True, (0, 95, 95), "#cdeeee", "tool result content"),
-    RoleSpec(4, "assistant", "output", True, (25, 95, 40), "#d5f2d9", "assistant message content"),
-    RoleSpec(5, "assistant_end", "output", False, (110, 90, 10), "#f3e7b8",
+    RoleSpec(0, "template", "template", False, "tmpl", (48, 48, 48), "#e4e4e4", "text the chat template adds"),
+    RoleSpec(1, "system", "instruction", True, "sys", (88, 40, 110), "#ead7f5", "system message content"),
+    RoleSpec(2, "user", "instruction", True, "user", (24, 60, 130), "#d4e3fb", "user message content"),
+    RoleSpec(3, "tool", "instruction", True, "tool", (0, 95, 95), "#cdeeee", "tool result content"),
+    RoleSpec(4, "assistant", "output", True, "asst", (25, 95, 40), "#d5f2d9", "assistant message content"),
+    RoleSpec(5, "assistant_end", "output", False, "end", (110, 90, 10), "#f3e7b8",
              "end of an assistant turn, up to and including its first special token"),
-    RoleSpec(6, "reasoning", "output", True, (120, 55, 20), "#f8dcc8", "assistant reasoning, with its tags"),
-    RoleSpec(7, "tool_call", "output", True, (20, 80, 120), "#cfe9f7", "assistant tool call, with its wrapper"),
+    RoleSpec(6, "reasoning", "output", True, "think", (120, 55, 20), "#f8dcc8", "assistant reasoning, with its tags"),
+    RoleSpec(7, "tool_call", "output", True, "call", (20, 80, 120), "#cfe9f7",
+             "assistant tool call, with its wrapper"),
 )
 assert [r.code for r in ROLE_TABLE] == list(range(len(ROLE_TABLE))), "role codes must be 0..n-1 in order"
 assert all(r.side in SIDES for r in ROLE_TABLE)
@@ -97,10 +99,25 @@ OUTPUT_ROLES: tuple[Role, ...] = tuple(Role(r.code) for r in ROLE_TABLE if r.sid
 OUTPUT_SIDE_ROLES: tuple[Role, ...] = tuple(Role(r.code) for r in ROLE_TABLE if r.side == "output")
 NUM_ROLES = len(ROLE_TABLE)
 
-INSTRUCTION_MASK = np.zeros(NUM_ROLES, dtype=bool)
-INSTRUCTION_MASK[list(INSTRUCTION_ROLES)] = True
-OUTPUT_MASK = np.zeros(NUM_ROLES, dtype=bool)
-OUTPUT_MASK[list(OUTPUT_ROLES)] = True
+
+
+def role_mask(roles) -> np.ndarray:
+    """Boolean lookup table indexed by role code: True for ``roles`` (``mask[codes]`` tests many tokens at once)."""
+    mask = np.zeros(NUM_ROLES, dtype=bool)
+    mask[[int(r) for r in roles]] = True
+    return mask
+
+
+#: Instruction length: system + user + tool content.
+INSTRUCTION_MASK = role_mask(INSTRUCTION_ROLES)
+#: Output length: assistant + reasoning + tool_call content.
+OUTPUT_MASK = role_mask(OUTPUT_ROLES)
+#: Every output-side role (what ``it`` trains and ``last_assistant_only`` zeroes in earlier turns).
+OUTPUT_SIDE_MASK = role_mask(OUTPUT_SIDE_ROLES)
+#: Roles with content (what comes from the record, not from the template).
+CONTENT_MASK = role_mask(r.code for r in ROLE_TABLE if r.content)
+#: Roles counted as template tokens in the length statistics (template, assistant_end: no content).
+TEMPLATE_COUNT_MASK = ~CONTENT_MASK
 
 
 def roles_on_side(side: str) -> tuple[str, ...]:
@@ -108,3 +125,9 @@ def roles_on_side(side: str) -> tuple[str, ...]:
     if side not in SIDES:
         raise ValueError(f"unknown side {side!r}; expected one of {SIDES}")
     return tuple(r.name for r in ROLE_TABLE if r.side == side)
+
+
+def content_roles(side: str) -> tuple[str, ...]:
+    """Names of the content roles on one side: what the instruction / output lengths count
+    (``"output"`` → ``("assistant", "reasoning", "tool_call")``)."""
+    return tuple(name for name in roles_on_side(side) if ROLE_TABLE[ROLE_CODES[name]].content)

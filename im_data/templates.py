@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 from .errors import TemplateError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
-BUILTIN_TEMPLATES = ("tulu", "chatml", "llama3", "llama2", "mistral", "zephyr", "gemma", "alpaca")
+BUILTIN_TEMPLATES = ("tulu", "chatml", "llama3", "llama2", "mistral", "zephyr", "gemma", "alpaca", "chatml_tools")
 _SENTINEL = "\ue000{}\ue001"
 
 

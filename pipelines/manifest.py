@@ -98,6 +98,7 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         "columns": [{"name": f.name, "type": str(f.type)} for f in SCHEMA],
         "counts": counts,
         "tokens_per_role": stats["tokens_per_role"],
+        "weight_mass_per_role": stats["weight_mass_per_role"],
         "dataset_ratio": stats["dataset_ratio"],
         "stats": STATS,
         "shards": [{"path": s["path"], "num_rows": s["num_rows"], "sha256": s["sha256"]} for s in summary["shards"]],

@@ -22,6 +22,7 @@ NO_TOOL = {"llama2", "mistral", "gemma"}
 END_TOKENS = {  # what each template emits after an assistant's content, up to and incl. the first special token
     "tulu": ["</s>"], "chatml": ["<|im_end|>"], "llama3": ["<|eot_id|>"], "llama2": [" ", "</s>"],
     "mistral": ["</s>"], "zephyr": ["</s>"], "gemma": ["<end_of_turn>"], "alpaca": ["</s>"],
+    "chatml_tools": ["<|im_end|>"],
 }
 CONTENT_ROLES = {"system": Role.SYSTEM, "user": Role.USER, "tool": Role.TOOL, "assistant": Role.ASSISTANT}
 

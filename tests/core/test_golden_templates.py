@@ -28,7 +28,7 @@ T, S, U, X, A, E = "template", "system", "user", "tool", "assistant", "assistant
 INSTRUCTION_CONTENT = {r.name for r in ROLE_TABLE if r.side == "instruction" and r.content}
 OUTPUT_CONTENT = {r.name for r in ROLE_TABLE if r.side == "output" and r.content}
 OUTPUT_SIDE = set(roles_on_side("output"))
-TOOL_TEMPLATES = {"tulu", "chatml", "llama3", "zephyr", "alpaca"}
+TOOL_TEMPLATES = {"tulu", "chatml", "llama3", "zephyr", "alpaca", "chatml_tools"}
 
 
 def conversation(template: str) -> list[dict]:
@@ -69,6 +69,23 @@ GOLDEN = {
          ('<|im_end|>', E), ('\n', T)],
         '000111000001100000111000011111000000100000111110',  # IM
         '000000000000000000111000000000000000000000111110',  # IT
+    ),
+    # chatml_tools puts a tool result in a user turn, wrapped in <tool_response> (template text); its tool calls and
+    # reasoning have their own goldens in test_builtin_chatml_tools.py
+    'chatml_tools': (
+        '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nSum 2+3<|im_end|>\n<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>\n<|im_start|>assistant\nIt is 5.<|im_end|>\n',
+        [('<|im_start|>', T), ('system', T), ('\n', T), ('Be', S), (' brief', S), ('.', S),
+         ('<|im_end|>', T), ('\n', T), ('<|im_start|>', T), ('user', T), ('\n', T), ('Hi', U),
+         (' there', U), ('<|im_end|>', T), ('\n', T), ('<|im_start|>', T), ('assistant', T), ('\n', T),
+         ('Hello', A), ('!', A), ('<|im_end|>', E), ('\n', T), ('<|im_start|>', T), ('user', T), ('\n', T),
+         ('S', U), ('um', U), (' 2', U), ('+', U), ('3', U), ('<|im_end|>', T), ('\n', T),
+         ('<|im_start|>', T), ('user', T), ('\n', T), ('<', T), ('t', T), ('ool', T), ('_', T), ('res', T),
+         ('p', T), ('on', T), ('se', T), ('>', T), ('\n', T), ('5', X), ('\n', T), ('</', T), ('t', T),
+         ('ool', T), ('_', T), ('res', T), ('p', T), ('on', T), ('se', T), ('>', T), ('<|im_end|>', T),
+         ('\n', T), ('<|im_start|>', T), ('assistant', T), ('\n', T), ('It', A), (' is', A), (' 5', A),
+         ('.', A), ('<|im_end|>', E), ('\n', T)],
+        '0001110000011000001110000111110000000000000001000000000000000111110',  # IM
+        '0000000000000000001110000000000000000000000000000000000000000111110',  # IT
     ),
     'llama3': (
         '<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nSum 2+3<|eot_id|><|start_header_id|>tool<|end_header_id|>\n\n5<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nIt is 5.<|eot_id|>',

@@ -33,16 +33,6 @@ def by_name(**values):
     return [values.get(label, 0) for label in ROLE_LABELS]
 
 
-def test_role_table_sides():
-    # the spec: instruction = system, user, tool; output = assistant, assistant_end, reasoning, tool_call
-    assert roles_on_side("template") == ("template",)
-    assert roles_on_side("instruction") == ("system", "user", "tool")
-    assert set(roles_on_side("output")) == {"assistant", "assistant_end", "reasoning", "tool_call"}
-    assert {r.name: r.code for r in ROLE_TABLE if r.code <= 5} == {
-        "template": 0, "system": 1, "user": 2, "tool": 3, "assistant": 4, "assistant_end": 5}
-    assert (Role.REASONING, Role.TOOL_CALL) == (6, 7)
-
-
 # --- presets -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("policy, weights, name", [
     (WeightPolicy.preset("it"), by_side(0, 0, 1), "it"),

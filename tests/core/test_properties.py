@@ -18,7 +18,7 @@ from im_data import Encoder, RecordError, WeightPolicy
 from im_data.roles import INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, OUTPUT_SIDE_ROLES, Role
 
 TRIMMING = {"llama3", "llama2", "gemma"}
-TOOL_OK = {"tulu", "chatml", "llama3", "zephyr", "alpaca"}
+TOOL_OK = {"tulu", "chatml", "llama3", "zephyr", "alpaca", "chatml_tools"}
 CONTENT_ROLES = {"system": Role.SYSTEM, "user": Role.USER, "tool": Role.TOOL, "assistant": Role.ASSISTANT}
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -87,7 +87,7 @@ def _encoders(tok, template):
             Encoder(tok, chat_template=template, policy=WeightPolicy.preset("it"), keep_text=True))
 
 
-TEMPLATES = ["tulu", "chatml", "llama3", "llama2", "mistral", "zephyr", "gemma", "alpaca"]
+TEMPLATES = ["tulu", "chatml", "llama3", "llama2", "mistral", "zephyr", "gemma", "alpaca", "chatml_tools"]
 
 
 def _property(enc_im, enc_it, template, msgs):
