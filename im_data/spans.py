@@ -415,7 +415,8 @@ class _TurnLabels:
             parts = sorted(by_message.get(j, []))
             if message["role"] == "assistant" and parts:
                 first, last = parts[0][0], max(e for _, e, _ in parts)
-                previous = self.conversation.messages[j - 1]["role"] if j else None
+                # the tail is known after a message's text only: after an empty message the turn starts at its part
+                previous = self.conversation.messages[j - 1]["role"] if j and by_message.get(j - 1) else None
                 turn_start = self._turn_start(cursor, first, previous)
                 if parts[0][2] == "reasoning" and turn_start == first and self.profile.think:
                     opening = self.profile.think[0].lstrip()  # the think tag before the reasoning

@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from .options import (DEFAULT_SCATTER_SAMPLE, AuditOptions, UsageError, add_encoder_arguments, add_runner_arguments,
-                      encoder_options_from_args, runner_options_from_args, usage_error)
+                      check_input_specs, encoder_options_from_args, plain_description, runner_options_from_args,
+                      usage_error)
 from .shard_dir import is_shard_dir, iter_shard_batches, read_manifest
 
 class AuditError(UsageError):
@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "audit", help="is this dataset suited to instruction modelling? length statistics and a recommendation",
-        description=__doc__.split("\n\n")[0],
+        description=plain_description(__doc__),
         epilog="The recommendation uses the fitted curves of Shi et al. (NeurIPS 2024), made on Llama-2-7B "
                "results: a guide, not a promise. Other options are Beam pipeline options.")
     add_arguments(p)
@@ -78,12 +78,7 @@ def options_from_args(args: argparse.Namespace) -> AuditOptions:
 def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     from rich.console import Console
 
-    try:
-        options = options_from_args(args)
-        result = audit(options, extra or [])
-    except UsageError as exc:
-        print(f"im-data audit: error: {exc}", file=sys.stderr)
-        return 2
+    result = audit(options_from_args(args), extra or [])
     from .report import print_audit, write_report
 
     console = Console()
@@ -94,8 +89,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
         try:
             paths = write_report(result.audits, args.report, command=_command_line(args))
         except OSError as exc:
-            print(f"im-data audit: error: cannot write the report to {args.report}: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot write the report to {args.report}: {exc}") from None
         console.print(f"report: {paths['report.md']} (stats.json, ratio_hist.png, lengths.png)", markup=False,
                       highlight=False)
     return 0
@@ -334,6 +328,7 @@ def audit(config: AuditOptions, pipeline_options: Any = None) -> AuditResult:
 
     options = config
     datasets = group_inputs(list(options.inputs), None if options.names is None else list(options.names))
+    check_input_specs(options.inputs)
     stats = {ds.name: LengthStats() for ds in datasets}
     lengths: dict[str, list[np.ndarray]] = {ds.name: [] for ds in datasets}
     extra_info: dict[str, dict[str, Any]] = {ds.name: {"read": 0, "rejected_by_reason": {}, "shard_dirs": []}

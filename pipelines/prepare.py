@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
-                      add_runner_arguments, encoder_options_from_args, runner_options_from_args, usage_error)
+                      add_runner_arguments, check_input_specs, encoder_options_from_args, plain_description,
+                      runner_options_from_args, usage_error)
 
 LOG = logging.getLogger("im_data.prepare")
 
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare", help="tokenize datasets into Arrow/Parquet shards with loss weights (a Beam pipeline)",
-        description=__doc__.split("\n\n")[0],
+        description=plain_description(__doc__),
         epilog="Any other option is a Beam pipeline option, e.g. --direct_num_workers 2 "
                "--direct_running_mode multi_processing, or --project/--region/--temp_location for Dataflow.")
     add_arguments(p)
@@ -85,6 +86,7 @@ def plan(options: PrepareOptions):
     from .manifest import OutputError, check_output_dir
     from .read import InputError, expand_inputs
 
+    check_input_specs(options.inputs)
     try:
         sources = expand_inputs(list(options.inputs) or [str(SAMPLE_DATA)])
         if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
@@ -172,11 +174,7 @@ def print_summary(result: PrepareResult, file=None) -> None:
 def command(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
-    try:
-        result = prepare(options_from_args(args), beam_args)
-    except UsageError as exc:
-        print(f"im-data prepare: error: {exc}", file=sys.stderr)
-        return 2
+    result = prepare(options_from_args(args), beam_args)
     if not args.quiet:
         print_summary(result)
     return 0

@@ -24,8 +24,6 @@ import json
 import os
 from typing import Any, Iterator
 
-import apache_beam as beam
-
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -335,21 +333,11 @@ def read_split(split: Split) -> Iterator[RawRecord]:
     yield from READERS[split.source.kind](split)
 
 
-class _ReadSplitFn(beam.DoFn):
-    def process(self, split: Split) -> Iterator[RawRecord]:
-        yield from read_split(split)
+def __getattr__(name: str):
+    """The Beam transform lives in :mod:`pipelines.read_beam`, so that reading one record (``inspect``) does not
+    import Beam; ``from pipelines.read import ReadExamples`` still works."""
+    if name in ("ReadExamples", "_ReadSplitFn"):
+        from . import read_beam
 
-
-class ReadExamples(beam.PTransform):
-    """``PBegin → PCollection[RawRecord]``: every record of every source, with its source and index."""
-
-    def __init__(self, sources: tuple[Source, ...], split_bytes: int = 16 << 20):
-        super().__init__()
-        self.sources = tuple(sources)
-        self.split_bytes = split_bytes
-
-    def expand(self, pbegin):
-        splits = plan_splits(self.sources, self.split_bytes)
-        return (pbegin
-                | "Splits" >> beam.Create(splits, reshuffle=False)
-                | "ReadSplits" >> beam.ParDo(_ReadSplitFn()))
+        return getattr(read_beam, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
