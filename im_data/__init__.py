@@ -11,7 +11,8 @@ from .formats import FormatOptions, normalize_record, parse_json_line
 from .policy import WeightPolicy, parse_weight_overrides
 from .roles import ROLE_CODES, ROLE_LABELS, Role
 from .stats import LengthStats
-from .templates import BUILTIN_TEMPLATES, ChatTemplate, find_spans
+from .spans import find_spans
+from .templates import BUILTIN_TEMPLATES, ChatTemplate
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
 __version__ = "0.1.0"

@@ -227,6 +227,7 @@ class Manifest:
     files: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
     tokens_per_role: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    weight_mass_per_role: Mapping[str, float] = dataclasses.field(default_factory=dict)
     dataset_ratio: float | None = None
     max_length: int | None = None
     truncation: str = "keep_start"
@@ -287,6 +288,7 @@ class Manifest:
                 files=tuple(d.get("files") or ()),
                 inputs=tuple(str(x) for x in d.get("inputs") or ()),
                 tokens_per_role={str(k): int(v) for k, v in (d.get("tokens_per_role") or {}).items()},
+                weight_mass_per_role={str(k): float(v) for k, v in (d.get("weight_mass_per_role") or {}).items()},
                 dataset_ratio=d.get("dataset_ratio"),
                 max_length=d.get("max_length"),
                 truncation=str(d.get("truncation", "keep_start")),
@@ -322,6 +324,7 @@ class Manifest:
             "columns": [c.to_dict() for c in self.columns],
             "counts": self.counts.to_dict(),
             "tokens_per_role": dict(self.tokens_per_role),
+            "weight_mass_per_role": dict(self.weight_mass_per_role),
             "dataset_ratio": self.dataset_ratio,
             "eval_fraction": self.eval_fraction,
             "stats": self.stats,
@@ -353,13 +356,13 @@ class Manifest:
 
     @property
     def policy_is_binary(self) -> bool | None:
-        """True when every role weight is 0 or 1; None when the policy has no role weights."""
-        from .roles import ROLE_LABELS
+        """True when every role weight is 0 or 1; None when the policy is unreadable."""
+        from .policy import WeightPolicy
 
-        values = [self.policy.get(label) for label in ROLE_LABELS]
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+        try:
+            return WeightPolicy.from_dict(self.policy).is_binary
+        except (TypeError, ValueError):
             return None
-        return all(float(v) in (0.0, 1.0) for v in values)
 
     @property
     def owned_files(self) -> tuple[str, ...]:

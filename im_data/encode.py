@@ -26,16 +26,17 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import RecordError, internal_error
-from .formats import FormatOptions, normalize_record
+from .formats import FormatOptions, read_conversation
 from .limits import LengthBound, check_length_bound
 from .policy import WeightPolicy
-from .roles import INSTRUCTION_MASK, NUM_ROLES, ROLE_CODES, Role
-from .templates import ChatTemplate, RenderedConversation, find_spans, render_empty
+from .roles import (INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, OUTPUT_SIDE_MASK, ROLE_CODES, TEMPLATE_COUNT_MASK,
+                    Role)
+from .spans import AFTER, CONTENT, RenderedConversation, SpanFinder, role_of_key
+from .templates import ChatTemplate
 from .tokenizer import special_token_ids, tokenizer_fingerprint
 
 TRUNCATION_MODES = ("keep_start", "drop")
 IGNORE_INDEX = -100
-_CONTENT, _AFTER = 16, 8  # char priority bands: content wins over assistant_end wins over template
 
 
 @dataclasses.dataclass
@@ -111,6 +112,32 @@ def _byte_length_table(backend: Any, size: int) -> np.ndarray | None:
     return table
 
 
+def _cached_byte_length_table(tokenizer: Any, backend: Any, size: int) -> np.ndarray | None:
+    """:func:`_byte_length_table`, kept on the tokenizer object (building it parses the whole vocabulary)."""
+    cached = getattr(tokenizer, "_im_data_byte_len", None)
+    if cached is not None and cached[0] == size:
+        return cached[1]
+    table = _byte_length_table(backend, size)
+    try:
+        tokenizer._im_data_byte_len = (size, table)
+    except AttributeError:  # pragma: no cover - exotic tokenizer classes
+        pass
+    return table
+
+
+@dataclasses.dataclass(frozen=True)
+class _TokenArrays:
+    """A batch's tokens concatenated (see :meth:`Encoder._token_arrays`)."""
+
+    ids: np.ndarray  # int32 [total]
+    counts: np.ndarray  # tokens per record
+    seg: np.ndarray  # record of each token
+    starts: np.ndarray  # first token of each record
+    offsets: np.ndarray  # [total, 2] character offsets within the record's text
+    char_base: np.ndarray  # first character of each record in the joined texts
+    total_chars: int
+
+
 @dataclasses.dataclass
 class PreparedBatch:
     """Stage-1 output: per-record results so far (errors), and the rendered conversations to tokenize."""
@@ -138,7 +165,8 @@ class Encoder:
     def __init__(self, tokenizer: Any, *, chat_template: str | ChatTemplate | None = None,
                  policy: WeightPolicy | None = None, max_length: int | None = None,
                  truncation: str = "keep_start", allow_special_tokens: bool = False,
-                 format_options: FormatOptions | None = None, keep_text: bool = False):
+                 format_options: FormatOptions | None = None, keep_text: bool = False,
+                 chat_template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = ()):
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
         if max_length is not None and max_length < 2:
@@ -152,16 +180,18 @@ class Encoder:
         self.allow_special_tokens = allow_special_tokens
         self.format_options = format_options or FormatOptions()
         self.keep_text = keep_text
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.allow_unrendered = tuple(sorted(set(allow_unrendered)))
         self._special_tokens = special_tokens_for_render(tokenizer)
-        self._empty_render = render_empty(self.template, self._special_tokens)
-        self._skeletons: dict = {}  # role sequence -> cached template skeleton (see find_spans)
+        self._spans = SpanFinder(self.template, self._special_tokens, template_kwargs=self.chat_template_kwargs,
+                                 allow_unrendered=self.allow_unrendered)
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
                                         max(specials, default=0) + 1), dtype=bool)
         self._is_special[list(specials)] = True
         self._weights = self.policy.weights_array()
-        self._byte_len = _byte_length_table(self._backend, len(self._is_special))
+        self._byte_len = _cached_byte_length_table(tokenizer, self._backend, len(self._is_special))
         self._id_to_token = None
         self._length_bound = LengthBound.of(max_length, truncation, self._byte_len)  # too_long before tokenizing
 
@@ -203,9 +233,7 @@ class Encoder:
         index, convs = [], []
         for i, record in enumerate(records):
             try:
-                messages = normalize_record(record, self.format_options)
-                convs.append(find_spans(self.template, messages, self._special_tokens, self._empty_render,
-                                        self._skeletons))
+                convs.append(self._spans.find(read_conversation(record, self.format_options)))
                 check_length_bound(convs[-1].text, self._length_bound)
                 index.append(i)
             except RecordError as exc:
@@ -223,84 +251,117 @@ class Encoder:
         return self._rust().encode_batch([c.text for c in prepared.convs], add_special_tokens=False)
 
     def complete(self, prepared: "PreparedBatch", encodings: Sequence[Any]) -> list[EncodedExample | RecordError]:
-        """Stage 3 (numpy over the whole batch): roles, checks, truncation, weights and statistics."""
+        """Stage 3 (numpy over the whole batch), in named steps: token arrays, roles, special tokens, truncation,
+        weights, counts, rejections, examples. Each step sees the whole batch; a record's first error wins."""
         results = prepared.results
-        convs = prepared.convs
-        if not convs:
+        if not prepared.convs:
             return results  # type: ignore[return-value]
+        batch = self._token_arrays(prepared.convs, encodings)
+        roles, in_data = self._map_roles(prepared.convs, batch)
+        errors: dict[int, RecordError] = {}
+        self._reject_special_tokens(prepared.convs, batch, roles, in_data, errors)
+        keep_len, keep = self._truncate(batch, errors)
+        weights = self._token_weights(prepared.convs, batch, roles)
+        counts = self._count(batch, roles, weights, keep, keep_len)
+        self._reject_untrainable(counts, errors)
+        for r, (i, conv) in enumerate(zip(prepared.index, prepared.convs)):
+            results[i] = errors[r] if r in errors else self._example(r, conv, batch, roles, weights, counts)
+        return results  # type: ignore[return-value]
+
+    # -- the steps of complete ------------------------------------------------------------------------------------
+    def _token_arrays(self, convs: Sequence[RenderedConversation], encodings: Sequence[Any]) -> "_TokenArrays":
+        """The batch's tokens concatenated: ids, record of each token, each record's first token and first
+        character (texts joined with one separator character), and character offsets."""
         k = len(convs)
         counts = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=k)
         total = int(counts.sum())
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
-        seg = np.repeat(np.arange(k), counts)  # record of each token
-        # each record's text starts at char_base in the batch's texts joined with one separator character
+        seg = np.repeat(np.arange(k), counts)
         char_len = np.fromiter((len(c.text) + 1 for c in convs), dtype=np.int64, count=k)
         char_base = np.concatenate([[0], np.cumsum(char_len)[:-1]])
         offsets = self._offsets_from_byte_lengths(convs, ids, counts, seg, char_base)
         if offsets is None:
             offsets = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(
                 e.offsets for e in encodings)), dtype=np.int64, count=2 * total).reshape(-1, 2)
-        roles = self._map_roles(convs, offsets, seg, char_base, int(char_len.sum()), ids)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        errors: dict[int, RecordError] = {}
+        return _TokenArrays(ids, counts, seg, starts, offsets, char_base, int(char_len.sum()))
 
-        if not self.allow_special_tokens:
-            bad = np.flatnonzero((roles >= Role.SYSTEM) & (roles <= Role.ASSISTANT) & self._is_special[ids])
-            for t in bad[np.unique(seg[bad], return_index=True)[1]].tolist():
-                r, local = int(seg[t]), t - int(starts[seg[t]])
-                s0, e0 = offsets[t]
-                errors[r] = RecordError("special_token_in_content",
-                                        f"{Role(int(roles[t])).label} content contains the special token "
-                                        f"{convs[r].text[s0:e0]!r} (id {int(ids[t])}, token {local}); "
-                                        "pass allow_special_tokens to accept it")
-        full_counts = np.bincount(seg * NUM_ROLES + roles, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
-        n_instr = full_counts[:, INSTRUCTION_MASK].sum(axis=1)
-        n_out = full_counts[:, Role.ASSISTANT]
-        n_tmpl = full_counts[:, Role.TEMPLATE] + full_counts[:, Role.ASSISTANT_END]
+    def _reject_special_tokens(self, convs: Sequence[RenderedConversation], batch: "_TokenArrays",
+                               roles: np.ndarray, in_data: np.ndarray, errors: dict[int, RecordError]) -> None:
+        """A special token inside a field's value (not the template's own text) rejects the record."""
+        if self.allow_special_tokens:
+            return
+        bad = np.flatnonzero(in_data & self._is_special[batch.ids])
+        for t in bad[np.unique(batch.seg[bad], return_index=True)[1]].tolist():
+            r, local = int(batch.seg[t]), t - int(batch.starts[batch.seg[t]])
+            s0, e0 = batch.offsets[t]
+            errors[r] = RecordError("special_token_in_content",
+                                    f"{Role(int(roles[t])).label} content contains the special token "
+                                    f"{convs[r].text[s0:e0]!r} (id {int(batch.ids[t])}, token {local}); "
+                                    "pass allow_special_tokens to accept it")
 
-        keep_len = counts.copy()
+    def _truncate(self, batch: "_TokenArrays", errors: dict[int, RecordError]) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens kept per record (``max_length``, keep_start) and the kept-token mask; truncation=drop rejects."""
+        keep_len = batch.counts.copy()
         if self.max_length is not None:
-            too_long = counts > self.max_length
             if self.truncation == "drop":
-                for r in np.flatnonzero(too_long).tolist():
-                    errors.setdefault(r, RecordError("too_long", f"{int(counts[r])} tokens > max_length "
+                for r in np.flatnonzero(batch.counts > self.max_length).tolist():
+                    errors.setdefault(r, RecordError("too_long", f"{int(batch.counts[r])} tokens > max_length "
                                                                  f"{self.max_length} (truncation=drop)"))
-            keep_len = np.minimum(counts, self.max_length)
-        position = np.arange(total) - np.repeat(starts, counts)
-        keep = position < np.repeat(keep_len, counts)
+            keep_len = np.minimum(batch.counts, self.max_length)
+        position = np.arange(batch.ids.size) - np.repeat(batch.starts, batch.counts)
+        return keep_len, position < np.repeat(keep_len, batch.counts)
 
+    def _token_weights(self, convs: Sequence[RenderedConversation], batch: "_TokenArrays",
+                       roles: np.ndarray) -> np.ndarray:
+        """The policy's weight of each token's role; ``last_assistant_only`` zeroes output before the last turn."""
         weights = self._weights[roles]
         if self.policy.last_assistant_only:
-            last_start = np.fromiter((c.last_assistant_start for c in convs), dtype=np.int64, count=k)
-            early = (offsets[:, 1] <= np.repeat(last_start, counts)) & (roles >= Role.ASSISTANT)
+            last_start = np.fromiter((c.last_assistant_start for c in convs), dtype=np.int64, count=len(convs))
+            early = (batch.offsets[:, 1] <= np.repeat(last_start, batch.counts)) & OUTPUT_SIDE_MASK[roles]
             weights[early] = 0
+        return weights
+
+    def _count(self, batch: "_TokenArrays", roles: np.ndarray, weights: np.ndarray, keep: np.ndarray,
+               keep_len: np.ndarray) -> dict[str, np.ndarray]:
+        """Per record: role counts before truncation (the dataset's true lengths) and after, weight mass."""
+        k, seg = len(batch.counts), batch.seg
+        full = np.bincount(seg * NUM_ROLES + roles, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
         kept_seg_role = seg[keep] * NUM_ROLES + roles[keep]
-        kept_counts = np.bincount(kept_seg_role, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
-        mass = np.bincount(kept_seg_role, weights=weights[keep], minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
-        truncated = keep_len < counts
-        for r in np.flatnonzero(truncated & (kept_counts[:, Role.ASSISTANT] == 0)).tolist():
+        return {
+            "instruction": full[:, INSTRUCTION_MASK].sum(axis=1),
+            "output": full[:, OUTPUT_MASK].sum(axis=1),
+            "template": full[:, TEMPLATE_COUNT_MASK].sum(axis=1),
+            "kept": np.bincount(kept_seg_role, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES),
+            "mass": np.bincount(kept_seg_role, weights=weights[keep], minlength=k * NUM_ROLES).reshape(k, NUM_ROLES),
+            "trainable": np.bincount(seg[keep], weights=weights[keep] > 0, minlength=k),
+            "keep_len": keep_len,
+            "truncated": keep_len < batch.counts,
+        }
+
+    def _reject_untrainable(self, counts: dict[str, np.ndarray], errors: dict[int, RecordError]) -> None:
+        """Truncation that cut the output to nothing is too_long; nothing weighted is no_trainable_tokens."""
+        cut = counts["truncated"] & (counts["kept"][:, OUTPUT_MASK].sum(axis=1) == 0)
+        for r in np.flatnonzero(cut).tolist():
             errors.setdefault(r, RecordError("too_long", f"truncation to max_length {self.max_length} cut the "
                                                          "output to nothing"))
-        trainable = np.bincount(seg[keep], weights=weights[keep] > 0, minlength=k)
-        for r in np.flatnonzero(trainable == 0).tolist():
+        for r in np.flatnonzero(counts["trainable"] == 0).tolist():
             errors.setdefault(r, RecordError("no_trainable_tokens", "no token has a positive weight under "
                                                                     f"policy {self.policy.name!r}"))
 
-        ends = starts + keep_len
-        for r, (i, conv) in enumerate(zip(prepared.index, convs)):
-            if r in errors:
-                results[i] = errors[r]
-                continue
-            lo, hi = int(starts[r]), int(ends[r])
-            results[i] = EncodedExample(
-                input_ids=ids[lo:hi], roles=roles[lo:hi], loss_weights=weights[lo:hi],
-                num_instruction_tokens=int(n_instr[r]), num_output_tokens=int(n_out[r]),
-                num_template_tokens=int(n_tmpl[r]), num_output_tokens_kept=int(kept_counts[r, Role.ASSISTANT]),
-                truncated=bool(truncated[r]), role_token_counts=kept_counts[r].astype(np.int64),
-                weight_mass=mass[r],
-                text=conv.text if self.keep_text else "",
-                offsets=offsets[lo:hi].astype(np.int32) if self.keep_text else None)
-        return results  # type: ignore[return-value]
+    def _example(self, r: int, conv: RenderedConversation, batch: "_TokenArrays", roles: np.ndarray,
+                 weights: np.ndarray, counts: dict[str, np.ndarray]) -> EncodedExample:
+        lo = int(batch.starts[r])
+        hi = lo + int(counts["keep_len"][r])
+        kept = counts["kept"][r]
+        return EncodedExample(
+            input_ids=batch.ids[lo:hi], roles=roles[lo:hi], loss_weights=weights[lo:hi],
+            num_instruction_tokens=int(counts["instruction"][r]), num_output_tokens=int(counts["output"][r]),
+            num_template_tokens=int(counts["template"][r]), num_output_tokens_kept=int(kept[OUTPUT_MASK].sum()),
+            truncated=bool(counts["truncated"][r]), role_token_counts=kept.astype(np.int64),
+            weight_mass=counts["mass"][r],
+            text=conv.text if self.keep_text else "",
+            offsets=batch.offsets[lo:hi].astype(np.int32) if self.keep_text else None)
 
     def metadata(self) -> dict[str, Any]:
         """What a shard must say about how it was made."""
@@ -314,6 +375,9 @@ class Encoder:
             "max_length": self.max_length,
             "truncation": self.truncation,
             "allow_special_tokens": self.allow_special_tokens,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "allow_unrendered": list(self.allow_unrendered),
+            "split_inline_reasoning": self.format_options.split_inline_reasoning,
         }
 
     # -- internals ----------------------------------------------------------------------------
@@ -359,37 +423,41 @@ class Encoder:
         end_char = np.where(token_bytes > 0, char_of_byte[np.maximum(ends - 1, 0)] + 1, start_char)
         return np.stack([start_char, end_char], axis=1) - char_base[seg][:, None]
 
-    def _map_roles(self, convs: Sequence[RenderedConversation], offsets: np.ndarray, seg: np.ndarray,
-                   char_base: np.ndarray, total_chars: int, ids: np.ndarray) -> np.ndarray:
-        """Character spans → token roles for the whole batch at once (numpy, no per-token Python).
+    def _map_roles(self, convs: Sequence[RenderedConversation], batch: "_TokenArrays"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Character spans → token roles for the whole batch at once (numpy, no per-token Python), and whether
+        each token lies in a field's value (for the special-token check).
 
-        ``offsets`` [total, 2] (per-record character offsets), ``ids`` and ``seg`` (record of each token) are the
-        batch's tokens concatenated; record r's characters start at ``char_base[r]``."""
-        key = np.zeros(total_chars, dtype=np.int16)  # +1 separator char per record keeps indices in range
+        A token takes the highest character key it overlaps (see :mod:`im_data.spans`: the largest content role,
+        then assistant_end, then template); a special token takes its first character's (an ``rstrip`` special
+        token that swallows content whitespace stays template)."""
+        key = np.zeros(batch.total_chars, dtype=np.int16)  # +1 separator char per record keeps indices in range
         region = np.zeros_like(key, dtype=np.int32)
         n_regions = 0
-        for base, conv in zip(char_base.tolist(), convs):
+        for base, conv in zip(batch.char_base.tolist(), convs):
             for start, end in conv.after_assistant:
                 n_regions += 1
-                key[base + start: base + end] = _AFTER + Role.ASSISTANT_END
+                key[base + start: base + end] = AFTER
                 region[base + start: base + end] = n_regions
-            for start, end, role in conv.content_spans:
-                key[base + start: base + end] = _CONTENT + ROLE_CODES[role]
-        if ids.size == 0:
-            return np.zeros(0, dtype=np.int8)
-        global_offsets = offsets + char_base[seg][:, None]
+            for start, end, k in conv.spans:  # wrapper then data spans, in writing order
+                key[base + start: base + end] = k
+        if batch.ids.size == 0:
+            return np.zeros(0, dtype=np.int8), np.zeros(0, dtype=bool)
+        global_offsets = batch.offsets + batch.char_base[batch.seg][:, None]
         token_key = np.maximum.reduceat(key, global_offsets.reshape(-1))[::2]  # max over [s_i, e_i)
-        roles = np.where(token_key >= _CONTENT, token_key - _CONTENT,
-                         np.where(token_key >= _AFTER, int(Role.ASSISTANT_END), int(Role.TEMPLATE))).astype(np.int8)
+        special = self._is_special[batch.ids]
+        token_key[special] = key[global_offsets[special, 0]]
+        roles = role_of_key(token_key).astype(np.int8)
+        in_data = (token_key >= CONTENT) & (token_key % 2 == 1)
         # assistant_end stops at (and includes) the first special token of each region; the rest is template
         cand = np.flatnonzero(roles == Role.ASSISTANT_END)
         if cand.size:
             reg = region[global_offsets[cand, 0]]
-            is_sp = self._is_special[ids[cand]]
+            is_sp = special[cand]
             first_special = np.full(n_regions + 1, np.iinfo(np.int64).max, dtype=np.int64)
             np.minimum.at(first_special, reg[is_sp], cand[is_sp])
             roles[cand[cand > first_special[reg]]] = Role.TEMPLATE
-        return roles
+        return roles, in_data
 
     def tokens(self, ids: Iterable[int]) -> list[str]:
         """Decoded text of each token id (for display)."""

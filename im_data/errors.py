@@ -16,7 +16,10 @@ REASONS: dict[str, str] = {
     "empty_conversation": "the record holds no messages",
     "no_assistant_turn": "the conversation has no assistant message",
     "empty_output": "every assistant message is empty",
-    "template_error": "the chat template failed to render, or its spans cannot be found reliably",
+    "template_error": "the chat template failed to render, dropped a message's content, or rendered a value "
+                      "differently from the value (the message names the message and field)",
+    "unrendered_field": "the chat template does not render a data field of the record (reasoning, tool calls, tools, "
+                        "an extra message field); allow it with allow_unrendered / --allow-unrendered FIELD",
     "special_token_in_content": "a message contains a special-token string of the tokenizer",
     "too_long": "the record exceeds max_length (truncation=drop), or truncation cut its output to nothing",
     "no_trainable_tokens": "no token has a positive loss weight",

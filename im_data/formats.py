@@ -18,13 +18,14 @@ import dataclasses
 from typing import Any, Mapping
 
 from .errors import RecordError
-from .roles import MESSAGE_ROLES
+from .messages import REASONING_KEY, Conversation, build_conversation, function_call_message
 
 import orjson
 
 FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "sharegpt")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "tool": "tool", "function_response": "tool", "observation": "tool"}
+# plus "function_call": an assistant turn whose value is a JSON tool call (see _sharegpt_messages)
 
 Message = dict  # {"role": str, "content": str}
 
@@ -42,6 +43,7 @@ class FormatOptions:
     output_field: str = "output"
     system_field: str | None = "system"  # optional system prompt column for alpaca/prompt_completion
     conversations_field: str = "conversations"
+    split_inline_reasoning: bool = False  # assistant content "<think>R</think>C" -> reasoning R, content C
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -115,63 +117,107 @@ def _string(value: Any, where: str) -> str:
     return value
 
 
-def _messages(value: Any, where: str, *, role_key: str = "role", content_key: str = "content",
-              role_map: Mapping[str, str] | None = None) -> list[Message]:
+def _raw_messages(value: Any, where: str) -> list:
     if not isinstance(value, list):
         raise RecordError("not_a_string" if isinstance(value, (int, float, bool)) else "unknown_format",
                           f"{where} must be a list of messages, got {type(value).__name__}")
-    out: list[Message] = []
-    for i, msg in enumerate(value):
-        if not isinstance(msg, Mapping):
-            raise RecordError("unknown_format", f"{where}[{i}] must be an object, got {type(msg).__name__}")
-        if role_key not in msg:
-            raise RecordError("missing_field", f"{where}[{i}] has no {role_key!r}")
-        if content_key not in msg:
-            raise RecordError("missing_field", f"{where}[{i}] has no {content_key!r}")
-        role = msg[role_key]
-        if not isinstance(role, str):
-            raise RecordError("bad_role", f"{where}[{i}].{role_key} must be a string, got {type(role).__name__}")
-        mapped = role_map.get(role) if role_map is not None else (role if role in MESSAGE_ROLES else None)
-        if mapped is None:
-            allowed = sorted(role_map) if role_map is not None else list(MESSAGE_ROLES)
-            raise RecordError("bad_role", f"{where}[{i}] has role {role!r}; expected one of {allowed}")
-        content = _string(msg[content_key], f"{where}[{i}].{content_key}")
-        out.append({"role": mapped, "content": content})
+    return value
+
+
+def _sharegpt_messages(value: Any, where: str) -> list:
+    """ShareGPT turns ``{"from", "value"}`` as chat messages; ``function_call`` turns become assistant tool calls,
+    ``observation`` turns tool results. Other keys of a turn are kept (they are checked like message fields)."""
+    out = []
+    for i, turn in enumerate(_raw_messages(value, where)):
+        if not isinstance(turn, Mapping):
+            raise RecordError("unknown_format", f"{where}[{i}] must be an object, got {type(turn).__name__}")
+        for key in ("from", "value"):
+            if key not in turn:
+                raise RecordError("missing_field", f"{where}[{i}] has no {key!r}")
+        speaker = turn["from"]
+        if not isinstance(speaker, str):
+            raise RecordError("bad_role", f"{where}[{i}].from must be a string, got {type(speaker).__name__}")
+        rest = {k: v for k, v in turn.items() if k not in ("from", "value")}
+        if speaker == "function_call":
+            out.append({**rest, **function_call_message(_string(turn["value"], f"{where}[{i}].value"),
+                                                        f"{where}[{i}].value")})
+            continue
+        if speaker not in SHAREGPT_ROLES:
+            raise RecordError("bad_role", f"{where}[{i}] has role {speaker!r}; expected one of "
+                                          f"{sorted([*SHAREGPT_ROLES, 'function_call'])}")
+        out.append({**rest, "role": SHAREGPT_ROLES[speaker], "content": _string(turn["value"],
+                                                                              f"{where}[{i}].value")})
     return out
 
 
-def normalize_record(record: Any, options: FormatOptions = FormatOptions()) -> list[Message]:
-    """Turn one record in any supported format into validated chat messages.
+def read_conversation(record: Any, options: FormatOptions = FormatOptions()) -> Conversation:
+    """Turn one record in any supported format into a validated :class:`~im_data.messages.Conversation`.
 
     Raises :class:`RecordError` with ``unknown_format``, ``missing_field``, ``not_a_string``, ``bad_role``,
     ``empty_conversation``, ``no_assistant_turn`` or ``empty_output``.
     """
     fmt = detect_format(record, options)
+    tools, documents = record.get("tools"), record.get("documents")
+    where = fmt
     if fmt == "messages":
-        messages = _messages(_require(record, options.messages_field), options.messages_field)
+        raw = _raw_messages(_require(record, options.messages_field), options.messages_field)
+        where = options.messages_field
     elif fmt == "sharegpt":
-        messages = _messages(_require(record, options.conversations_field), options.conversations_field,
-                             role_key="from", content_key="value", role_map=SHAREGPT_ROLES)
+        raw = _with_system(record, options, _sharegpt_messages(_require(record, options.conversations_field),
+                                                               options.conversations_field))
+        where = options.conversations_field
     elif fmt == "prompt_completion":
         prompt = _require(record, options.prompt_field)
         completion = _require(record, options.completion_field)
+        where = options.prompt_field
         if isinstance(prompt, list) or isinstance(completion, list):
-            messages = (_messages(prompt, options.prompt_field)
-                        + _messages(completion, options.completion_field))
+            conv = [build_conversation(_raw_messages(v, f), where=f,
+                                       split_inline_reasoning=options.split_inline_reasoning).messages
+                    for v, f in ((prompt, options.prompt_field), (completion, options.completion_field))]
+            raw = conv[0] + conv[1]
         else:
-            messages = [{"role": "user", "content": _string(prompt, options.prompt_field)},
-                        {"role": "assistant", "content": _string(completion, options.completion_field)}]
-            messages = _with_system(record, options, messages)
+            raw = _with_system(record, options, [{"role": "user", "content": _string(prompt, options.prompt_field)},
+                               {"role": "assistant", "content": _string(completion, options.completion_field)}])
     else:  # alpaca
         instruction = _string(_require(record, options.instruction_field), options.instruction_field)
         output = _string(_require(record, options.output_field), options.output_field)
         extra = record.get(options.input_field)
         extra = "" if extra is None else _string(extra, options.input_field)
         user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        messages = _with_system(record, options,
-                                [{"role": "user", "content": user}, {"role": "assistant", "content": output}])
-    validate_messages(messages)
-    return messages
+        raw = _with_system(record, options,
+                           [{"role": "user", "content": user}, {"role": "assistant", "content": output}])
+    conversation = build_conversation(raw, tools, documents, where=where,
+                                      split_inline_reasoning=options.split_inline_reasoning,
+                                      template_kwargs=record.get("chat_template_kwargs"))
+    validate_messages(conversation.messages)
+    used = _format_fields(fmt, options)
+    conversation.extra_fields = tuple(k for k, v in record.items()
+                                      if k not in used and k not in RECORD_METADATA_KEYS and v not in _EMPTY)
+    return conversation
+
+
+_EMPTY = (None, "", [], {})
+#: Record fields that identify a record rather than carry conversation data: never rendered, never rejected.
+#: Any other record field outside the input format is data the template does not see: ``unrendered_field``
+#: unless allowed (``allow_unrendered`` / ``--allow-unrendered NAME``).
+RECORD_METADATA_KEYS = frozenset({"id", "uuid", "idx", "index", "dataset", "source", "split", "category",
+                                  "language", "lang", "meta", "metadata"})
+_RECORD_TEMPLATE_FIELDS = ("tools", "documents", "chat_template_kwargs")
+
+
+def _format_fields(fmt: str, options: FormatOptions) -> set[str]:
+    """The record fields an input format reads."""
+    fields = {"messages": [options.messages_field],
+              "sharegpt": [options.conversations_field, options.system_field],
+              "prompt_completion": [options.prompt_field, options.completion_field, options.system_field],
+              "alpaca": [options.instruction_field, options.input_field, options.output_field,
+                         options.system_field]}[fmt]
+    return {f for f in fields if f} | set(_RECORD_TEMPLATE_FIELDS)
+
+
+def normalize_record(record: Any, options: FormatOptions = FormatOptions()) -> list[Message]:
+    """The validated chat messages of one record (see :func:`read_conversation`)."""
+    return read_conversation(record, options).messages
 
 
 def _with_system(record: Mapping, options: FormatOptions, messages: list[Message]) -> list[Message]:
@@ -184,8 +230,9 @@ def _with_system(record: Mapping, options: FormatOptions, messages: list[Message
 def validate_messages(messages: list[Message]) -> None:
     if not messages:
         raise RecordError("empty_conversation", "the conversation has no messages")
-    assistant = [m["content"] for m in messages if m["role"] == "assistant"]
+    assistant = [m for m in messages if m["role"] == "assistant"]
     if not assistant:
         raise RecordError("no_assistant_turn", "the conversation has no assistant message")
-    if not any(c.strip() for c in assistant):
+    if not any((m.get("content") or "").strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip()
+               for m in assistant):
         raise RecordError("empty_output", "every assistant message is empty")

@@ -1,14 +1,15 @@
 """The weighting policy: a frozen, versioned mapping from token role to loss weight.
 
 >>> WeightPolicy.preset("it").weights_array().tolist()
-[0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
 >>> WeightPolicy.preset("im").weights_array().tolist()
-[0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+[0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
 >>> WeightPolicy.wit(0.1, 1.0).user
 0.1
 
 The order of ``weights_array()`` is the role code order of :class:`im_data.roles.Role`
-(template, system, user, tool, assistant, assistant_end).
+(template, system, user, tool, assistant, assistant_end, reasoning, tool_call). Presets are derived from each
+role's ``side`` in :data:`im_data.roles.ROLE_TABLE`: ``it`` trains the output side, ``im`` the instruction side too.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .roles import ROLE_LABELS, Role
+from .roles import ROLE_LABELS, Role, roles_on_side
 
-POLICY_VERSION = 1
+POLICY_VERSION = 2
+#: Versions :meth:`WeightPolicy.from_dict` reads (v1 had no reasoning/tool_call: they take the assistant weight).
+READABLE_VERSIONS = (1, 2)
 MODES = ("it", "im", "wit")
 
 
@@ -42,6 +45,8 @@ class WeightPolicy:
     tool: float = 0.0
     assistant: float = 1.0
     assistant_end: float = 1.0
+    reasoning: float = 1.0
+    tool_call: float = 1.0
     last_assistant_only: bool = False
     name: str = "custom"
     version: int = POLICY_VERSION
@@ -59,9 +64,7 @@ class WeightPolicy:
             object.__setattr__(self, label, value)
         if not isinstance(self.last_assistant_only, bool):
             raise TypeError("last_assistant_only must be a bool")
-        if self.assistant <= 0 and self.assistant_end <= 0 and not any(
-            getattr(self, r) > 0 for r in ("system", "user", "tool", "template")
-        ):
+        if not any(getattr(self, r) > 0 for r in ROLE_LABELS):
             raise ValueError("weight policy gives every role weight 0: nothing would be trained")
 
     # -- construction -------------------------------------------------------------------------
@@ -70,9 +73,9 @@ class WeightPolicy:
                last_assistant_only: bool = False) -> "WeightPolicy":
         """``it`` (standard instruction tuning), ``im`` (the paper's Eq. 4) or ``wit(prompt, response)``."""
         if mode == "it":
-            return cls(name="it", last_assistant_only=last_assistant_only)
+            return cls._by_side(0.0, 1.0, name="it", last_assistant_only=last_assistant_only)
         if mode == "im":
-            return cls(system=1.0, user=1.0, tool=1.0, name="im", last_assistant_only=last_assistant_only)
+            return cls._by_side(1.0, 1.0, name="im", last_assistant_only=last_assistant_only)
         if mode == "wit":
             if prompt_weight is None:
                 raise ValueError("mode 'wit' needs a prompt weight")
@@ -83,8 +86,14 @@ class WeightPolicy:
     @classmethod
     def wit(cls, prompt: float, response: float = 1.0, *, last_assistant_only: bool = False) -> "WeightPolicy":
         """Weighted Instruction Tuning: prompt roles weigh ``prompt``, assistant roles ``response``."""
-        return cls(system=prompt, user=prompt, tool=prompt, assistant=response, assistant_end=response,
-                   name="wit", last_assistant_only=last_assistant_only)
+        return cls._by_side(prompt, response, name="wit", last_assistant_only=last_assistant_only)
+
+    @classmethod
+    def _by_side(cls, instruction: float, output: float, **kwargs: Any) -> "WeightPolicy":
+        weights = {r: 0.0 for r in roles_on_side("template")}
+        weights.update({r: instruction for r in roles_on_side("instruction")})
+        weights.update({r: output for r in roles_on_side("output")})
+        return cls(**weights, **kwargs)
 
     def with_weights(self, overrides: Mapping[str, float]) -> "WeightPolicy":
         """Return a copy with some role weights replaced (``{"system": 0.0}``); the name becomes custom."""
@@ -112,7 +121,15 @@ class WeightPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "WeightPolicy":
-        return cls(**dict(data))
+        data = dict(data)
+        version = data.get("version", POLICY_VERSION)
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"unsupported weight policy version {version} (readable: {READABLE_VERSIONS})")
+        if version == 1:  # v1 knew no reasoning/tool_call roles: they are assistant output
+            data.setdefault("reasoning", data.get("assistant", 1.0))
+            data.setdefault("tool_call", data.get("assistant", 1.0))
+            data["version"] = POLICY_VERSION
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> "WeightPolicy":

@@ -6,8 +6,8 @@ it with ``rich``, :func:`render_html` returns a standalone HTML page (inline CSS
 
 Visual encoding, the same in both renderings:
 
-* **role -> background colour** (legend printed): template grey, system purple, user blue, tool teal,
-  assistant green, assistant_end olive.
+* **role -> background colour** (legend printed), from :data:`im_data.roles.ROLE_TABLE`: template grey, system
+  purple, user blue, tool teal, assistant green, assistant_end olive, reasoning brown, tool_call steel blue.
 * **loss weight -> text brightness / opacity**, continuous: ``level = sqrt(min(w, 1))``, 0 -> dim,
   1 -> full. The square root spreads small weights so a WIT prompt weight of 0.1 is visibly brighter than
   0 (IT) and visibly dimmer than 1 (IM). Weights above 1 are shown at full brightness, in bold.
@@ -29,25 +29,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .roles import ROLE_LABELS, Role
+from .roles import ROLE_LABELS, ROLE_TABLE, Role
 
 #: Background colour per role, terminal (dark theme) and HTML (light theme), indexed by role code.
-TERMINAL_BG: dict[str, tuple[int, int, int]] = {
-    "template": (48, 48, 48),
-    "system": (88, 40, 110),
-    "user": (24, 60, 130),
-    "tool": (0, 95, 95),
-    "assistant": (25, 95, 40),
-    "assistant_end": (110, 90, 10),
-}
-HTML_BG: dict[str, str] = {
-    "template": "#e4e4e4",
-    "system": "#ead7f5",
-    "user": "#d4e3fb",
-    "tool": "#cdeeee",
-    "assistant": "#d5f2d9",
-    "assistant_end": "#f3e7b8",
-}
+TERMINAL_BG: dict[str, tuple[int, int, int]] = {r.name: r.terminal_bg for r in ROLE_TABLE}
+HTML_BG: dict[str, str] = {r.name: r.html_bg for r in ROLE_TABLE}
 #: Text brightness at weight 0 and 1 (terminal, 0-255 grey level).
 DIM_LEVEL = 85
 FULL_LEVEL = 255
@@ -158,7 +144,7 @@ class ExampleView:
 
 
 def role_rows(roles: np.ndarray, weights: np.ndarray) -> tuple[RoleRow, ...]:
-    """Per-role token counts and weight mass (all six roles, in role-code order)."""
+    """Per-role token counts and weight mass (every role of the role table, in role-code order)."""
     roles = np.asarray(roles, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
     counts = np.bincount(roles, minlength=len(ROLE_LABELS))[: len(ROLE_LABELS)]

@@ -2,8 +2,9 @@
 
 The **dataset ratio** is the paper's: mean instruction length / mean output length = Σ instruction tokens /
 Σ output tokens, computed from merged sums, never as a mean of per-example ratios. Instruction tokens are the
-content tokens of ``system``/``user``/``tool`` messages; output tokens are ``assistant`` content tokens, both
-counted before truncation.
+content tokens of ``system``/``user``/``tool`` messages; output tokens are the ``assistant``, ``reasoning`` and
+``tool_call`` tokens, both counted before truncation (the ``content`` and ``side`` columns of
+:data:`im_data.roles.ROLE_TABLE`). Tokens and weight mass are also kept per role, for every role of the table.
 
 Everything merges exactly (integer sums, fixed histogram bins, weight mass in integer units of 2**-64), so the
 result is the same whatever the runner, bundle sizes or merge order.
@@ -23,7 +24,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .roles import NUM_ROLES, ROLE_LABELS, Role
+from .policy import WeightPolicy
+from .roles import NUM_ROLES, ROLE_LABELS
 
 STATS_SCHEMA_VERSION = 1
 #: per-example ratio histogram: 10 log-spaced bins per decade from 1e-3 to 1e3, plus underflow/overflow
@@ -58,6 +60,14 @@ def _hist_quantile(edges: np.ndarray, counts: list[int], q: float, lo: float, hi
             return float(min(max(value, lo), hi))
         cum += c
     return hi
+
+
+def _per_role(values: Any, dtype: type, k: int) -> np.ndarray:
+    """``values`` as a [k, NUM_ROLES] array; roles missing on the right (older data) are 0."""
+    arr = np.asarray(values, dtype=dtype).reshape(k, -1)
+    if arr.shape[1] > NUM_ROLES:
+        raise ValueError(f"{arr.shape[1]} role columns, but the role table has {NUM_ROLES} roles")
+    return np.pad(arr, ((0, 0), (0, NUM_ROLES - arr.shape[1])))
 
 
 class LengthStats:
@@ -101,7 +111,8 @@ class LengthStats:
 
     def add_arrays(self, *, num_instruction_tokens, num_output_tokens, num_template_tokens, truncated,
                    role_token_counts=None, weight_mass=None) -> None:
-        """Add k examples given as aligned arrays (``role_token_counts``/``weight_mass``: shape [k, 6])."""
+        """Add k examples given as aligned arrays (``role_token_counts``/``weight_mass``: shape [k, NUM_ROLES]; fewer
+        columns, from data written before a role existed, count as 0 for the missing roles)."""
         values = {"instruction": np.asarray(num_instruction_tokens, dtype=np.int64),
                   "output": np.asarray(num_output_tokens, dtype=np.int64),
                   "template": np.asarray(num_template_tokens, dtype=np.int64)}
@@ -120,10 +131,10 @@ class LengthStats:
             for i, c in enumerate(np.bincount(bins, minlength=len(LENGTH_EDGES) + 1).tolist()):
                 self.length_hist[f][i] += c
         if role_token_counts is not None:
-            for r, c in enumerate(np.asarray(role_token_counts, dtype=np.int64).sum(axis=0).tolist()):
+            for r, c in enumerate(_per_role(role_token_counts, np.int64, k).sum(axis=0).tolist()):
                 self.role_tokens[r] += c
         if weight_mass is not None:
-            scaled = np.asarray(weight_mass, dtype=np.float64) * MASS_SCALE  # exact: a power-of-two scaling
+            scaled = _per_role(weight_mass, np.float64, k) * MASS_SCALE  # exact: a power-of-two scaling
             for r in range(NUM_ROLES):
                 self.weight_mass_units[r] += sum(int(x) for x in scaled[:, r].tolist() if x)
         has_out = values["output"] > 0
@@ -185,14 +196,13 @@ class LengthStats:
         return _hist_quantile(LENGTH_EDGES, self.length_hist[field], 0.5, float(lo), float(hi))
 
     def weight_mass_share(self) -> dict[str, dict[str, float]]:
-        """Share of weight mass per role under IT and IM, from token counts (weights 0/1 by role)."""
-        tokens = self.role_tokens
+        """Share of weight mass per role under the ``it`` and ``im`` presets, from the token counts per role."""
+        tokens = np.asarray(self.role_tokens, dtype=np.float64)
         out = {}
-        for mode, trained in (("it", (Role.ASSISTANT, Role.ASSISTANT_END)),
-                              ("im", (Role.SYSTEM, Role.USER, Role.TOOL, Role.ASSISTANT, Role.ASSISTANT_END))):
-            total = sum(tokens[r] for r in trained)
-            out[mode] = {ROLE_LABELS[r]: (tokens[r] / total if (total and r in trained) else 0.0)
-                         for r in range(NUM_ROLES)}
+        for mode in ("it", "im"):
+            mass = tokens * WeightPolicy.preset(mode).weights_array()
+            total = mass.sum()
+            out[mode] = dict(zip(ROLE_LABELS, (mass / total if total else mass * 0.0).tolist()))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,8 +250,10 @@ class LengthStats:
         s.sums = {f: int(acc["sums"][f]) for f in _FIELDS}
         s.mins = {f: acc["mins"][f] for f in _FIELDS}
         s.maxs = {f: acc["maxs"][f] for f in _FIELDS}
-        s.role_tokens = [int(data["tokens_per_role"][label]) for label in ROLE_LABELS]
-        s.weight_mass_units = [int(u) for u in acc["weight_mass_units"]]
+        # stats written before a role existed have no entry for it: zero tokens, zero mass
+        s.role_tokens = [int(data["tokens_per_role"].get(label, 0)) for label in ROLE_LABELS]
+        units = [int(u) for u in acc["weight_mass_units"]]
+        s.weight_mass_units = units + [0] * (NUM_ROLES - len(units))
         s.ratio_hist = [int(c) for c in acc["ratio_hist"]]
         s.length_hist = {f: [int(c) for c in v] for f, v in acc["length_hist"].items()}
         s.ratio_min = None if acc["ratio_min"] is None else Fraction(acc["ratio_min"])

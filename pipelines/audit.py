@@ -166,7 +166,7 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     from the ``roles``/``loss_weights`` columns (after truncation). Template tokens are counted from the rows,
     i.e. after truncation."""
     from im_data import LengthStats
-    from im_data.roles import NUM_ROLES, Role
+    from im_data.roles import NUM_ROLES, TEMPLATE_COUNT_MASK
 
     from im_data.dataset import ManifestError
 
@@ -191,7 +191,7 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
         ins = np.asarray(batch.column("num_instruction_tokens"), dtype=np.int64)
         out = np.asarray(batch.column("num_output_tokens"), dtype=np.int64)
         trunc = np.asarray(batch.column("truncated").to_pylist(), dtype=bool)
-        template = counts[:, Role.TEMPLATE] + counts[:, Role.ASSISTANT_END]
+        template = counts[:, TEMPLATE_COUNT_MASK].sum(axis=1)
         for i in range(n):
             stats.add({"num_instruction_tokens": int(ins[i]), "num_output_tokens": int(out[i]),
                        "num_template_tokens": int(template[i]), "truncated": bool(trunc[i]),

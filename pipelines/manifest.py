@@ -243,6 +243,7 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         files=tuple(files),
         inputs=tuple(inputs),
         tokens_per_role=stats["tokens_per_role"],
+        weight_mass_per_role=stats["weight_mass_per_role"],
         dataset_ratio=stats["dataset_ratio"],
         max_length=encoder_meta["max_length"],
         truncation=encoder_meta["truncation"],

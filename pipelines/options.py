@@ -24,6 +24,7 @@ from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
+from im_data.roles import ROLE_LABELS, roles_on_side
 from im_data.templates import ChatTemplate
 
 SHARD_FORMATS = ("arrow", "parquet")
@@ -209,11 +210,13 @@ def add_encoder_arguments(p: argparse.ArgumentParser, *, policy: bool = True) ->
         p.add_argument("--mode", choices=MODES, default=None,
                        help="it: loss on responses only; im: loss on instructions too; wit: weighted (default: im)")
         p.add_argument("--prompt-weight", type=float, default=None, metavar="X",
-                       help="with --mode wit: loss weight of prompt tokens (system, user, tool) (default: none)")
+                       help="with --mode wit: loss weight of prompt tokens "
+                            f"({', '.join(roles_on_side('instruction'))}) (default: none)")
         p.add_argument("--response-weight", type=float, default=None, metavar="Y",
-                       help="with --mode wit: loss weight of response tokens (default: 1.0)")
+                       help=f"with --mode wit: loss weight of response tokens ({', '.join(roles_on_side('output'))}) "
+                            "(default: 1.0)")
         p.add_argument("--weights", nargs="+", default=None, metavar="ROLE=W",
-                       help="override single role weights (template, system, user, tool, assistant, assistant_end) "
+                       help=f"override single role weights ({', '.join(ROLE_LABELS)}), e.g. reasoning=0.5 "
                             "(default: none)")
         p.add_argument("--last-assistant-only", action="store_true",
                        help="only the final assistant turn keeps the assistant weights (default: off)")

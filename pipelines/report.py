@@ -19,10 +19,12 @@ import numpy as np
 from im_data.recommend import (BREAK_EVEN_RATIO, CAVEAT, CITATION, IM_THRESHOLD_PCT, IT_THRESHOLD_PCT,
                                RATIO_INTERCEPT, RATIO_SLOPE, SMALL_DATA_INTERCEPT, SMALL_DATA_SLOPE,
                                Recommendation)
+from im_data.roles import ROLE_TABLE, content_roles, roles_on_side
 
-INSTRUCTION_LABELS = ("system", "user", "tool")
-SHORT_ROLE = {"template": "tmpl", "system": "sys", "user": "user", "tool": "tool", "assistant": "asst",
-              "assistant_end": "end"}
+SHORT_ROLE = {r.name: r.short for r in ROLE_TABLE}
+#: "system + user + tool" / "assistant + reasoning + tool_call": what the length columns count
+INSTRUCTION_CONTENT = " + ".join(content_roles("instruction"))
+OUTPUT_CONTENT = " + ".join(content_roles("output"))
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -276,8 +278,8 @@ def plot_lengths(audits: Sequence[DatasetAudit], path: str | os.PathLike) -> Non
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("instruction tokens per example (system + user + tool content, log scale)")
-    ax.set_ylabel("output tokens per example (assistant content, log scale)")
+    ax.set_xlabel(f"instruction tokens per example ({INSTRUCTION_CONTENT} content, log scale)")
+    ax.set_ylabel(f"output tokens per example ({OUTPUT_CONTENT} content, log scale)")
     ax.set_title("Instruction length vs output length per example\n"
                  "(above the dotted line: ratio below the paper's break-even)", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
@@ -320,10 +322,11 @@ def write_report(audits: Sequence[DatasetAudit], directory: str | os.PathLike, *
     md += ["", f"*{formula_note()}*", ""]
     md += ["## Per-example ratio", "", "![per-example ratio histogram](ratio_hist.png)", "",
            "## Instruction vs output length", "", "![instruction length against output length](lengths.png)", ""]
-    md += ["Columns: token counts are of message *content* only (instruction = system + user + tool, output = "
-           "assistant), counted before truncation. Dataset ratio = mean instruction / mean output tokens (as in the "
-           "paper). Weight mass shares: the share of the total loss weight carried by each role when the same "
-           "examples are encoded under IT (assistant only) and under IM (every content token), after truncation.",
+    md += [f"Columns: token counts are of message *content* only (instruction = {INSTRUCTION_CONTENT}, output = "
+           f"{OUTPUT_CONTENT}), counted before truncation. Dataset ratio = mean instruction / mean output tokens (as "
+           "in the paper). Weight mass shares: the share of the total loss weight carried by each role when the same "
+           f"examples are encoded under IT ({', '.join(roles_on_side('output'))}) and under IM (every role but "
+           "template), after truncation.",
            ""]
     paths["report.md"].write_text("\n".join(md))
     return paths

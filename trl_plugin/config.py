@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from im_data.roles import ROLE_LABELS, content_roles
+
 NORMALIZATIONS = ("weight", "tokens", "sequence")
 SEGMENT_METRICS = ("none", "eval", "all")
 #: ``max_length`` value meaning "as the data allows": resolved by the trainer, see `WeightedSFTConfig`
@@ -47,8 +49,13 @@ class WeightedSFTConfig(SFTConfig):
             every process, so the loss does not depend on how a batch is split into micro-batches.
         segment_metrics (`str`, *optional*, defaults to `"eval"`):
             Log `loss_instruction` and `loss_output`, the unweighted mean NLL over instruction tokens (system, user,
-            tool) and over output tokens (assistant), whatever their weights: `"none"`, `"eval"` (evaluation only,
-            free for training) or `"all"` (training and evaluation). Needs the `roles` column.
+            tool content) and over output tokens (assistant, reasoning, tool_call), whatever their weights: `"none"`,
+            `"eval"` (evaluation only, free for training) or `"all"` (training and evaluation). Needs the `roles`
+            column. The roles of each side are read from the role table (`im_data.roles.ROLE_TABLE`).
+        role_metrics (`bool`, *optional*, defaults to `False`):
+            With the segment metrics, also log `loss_role/<name>`: the unweighted mean NLL over the tokens of each
+            role of the role table (template, system, user, tool, assistant, assistant_end, reasoning, tool_call),
+            whenever the logged window holds tokens of that role.
         roles_column (`str`, *optional*, defaults to `"roles"`):
             Column holding the int8 token roles (`im_data.roles`), used by the segment metrics only.
         max_length (`int`, `"auto"` or `None`, *optional*, defaults to `"auto"`):
@@ -78,10 +85,17 @@ class WeightedSFTConfig(SFTConfig):
     segment_metrics: str = field(
         default="eval",
         metadata={
-            "help": "Log loss_instruction / loss_output (unweighted mean NLL over instruction / output tokens): "
+            "help": "Log loss_instruction / loss_output (unweighted mean NLL over instruction / output tokens; "
+            f"instruction = {' + '.join(content_roles('instruction'))}, "
+            f"output = {' + '.join(content_roles('output'))}): "
             "'none', 'eval' (evaluation only) or 'all' (training too; costs a little per step).",
             "choices": list(SEGMENT_METRICS),
         },
+    )
+    role_metrics: bool = field(
+        default=False,
+        metadata={"help": "With the segment metrics, also log loss_role/<name>: the unweighted mean NLL per token "
+                          f"role ({', '.join(ROLE_LABELS)})."},
     )
     roles_column: str = field(
         default="roles",

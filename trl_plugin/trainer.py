@@ -19,6 +19,7 @@ How it hooks into TRL (1.16), with the smallest overrides:
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import warnings
 from dataclasses import fields
@@ -31,12 +32,12 @@ from trl.data_utils import get_dataset_column_names, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first
 
-from im_data.roles import INSTRUCTION_ROLES, OUTPUT_ROLES
+from im_data.roles import INSTRUCTION_ROLES, NUM_ROLES, OUTPUT_ROLES, ROLE_LABELS
 from im_data.tokenizer import tokenizer_fingerprint
 
 from im_data.dataset import Manifest
 
-from .collator import WeightedDataCollator
+from .collator import NO_ROLE, WeightedDataCollator
 from .config import AUTO, WeightedSFTConfig
 from .data import (
     FloatWeightsWarning,
@@ -54,9 +55,12 @@ from .data import (
 )
 from .truncation import TruncationWarning, measure_truncation, resolve_max_length
 
-_INSTRUCTION_CODES = tuple(int(r) for r in INSTRUCTION_ROLES)
-_OUTPUT_CODES = tuple(int(r) for r in OUTPUT_ROLES)
-_SEGMENTS = {"instruction": _INSTRUCTION_CODES, "output": _OUTPUT_CODES}
+#: ``loss_instruction`` / ``loss_output``: the content roles of each side of the role table (output: assistant,
+#: reasoning, tool_call), the tokens the length statistics count
+_SEGMENTS = {"instruction": tuple(int(r) for r in INSTRUCTION_ROLES), "output": tuple(int(r) for r in OUTPUT_ROLES)}
+#: per-token slot of the segment accumulators: role code - NO_ROLE (= code + 1); slot 0 collects padding and
+#: document starts
+_SLOTS = NUM_ROLES - NO_ROLE
 #: TRL's own default, used by ``max_length="auto"`` for data that was not prepared by im-data
 _TRL_MAX_LENGTH = next(f.default for f in fields(SFTConfig) if f.name == "max_length")
 
@@ -353,9 +357,8 @@ class WeightedSFTTrainer(SFTTrainer):
             self._warned_no_roles = True
         segments = segments and roles is not None
         if segments:
-            # score every instruction/output token, trained or not (IT leaves instruction tokens at -100)
-            scored = (roles[:, 1:] >= min(_INSTRUCTION_CODES + _OUTPUT_CODES)) & (
-                roles[:, 1:] <= max(_INSTRUCTION_CODES + _OUTPUT_CODES))
+            # score every segment's token, trained or not (IT leaves instruction tokens at -100)
+            scored = self._scored_slots.to(roles.device)[roles[:, 1:] - NO_ROLE]
             full = labels.clone()
             full[:, 1:] = torch.where(scored, inputs["input_ids"][:, 1:], labels[:, 1:])
             inputs["labels"] = full
@@ -379,16 +382,21 @@ class WeightedSFTTrainer(SFTTrainer):
             inputs["labels"] = labels
 
     # -- segment metrics -----------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _scored_slots(self) -> torch.Tensor:
+        """Which token slots (role code + 1) the segment metrics score: the segments' roles, every role with
+        ``role_metrics``."""
+        scored = torch.zeros(_SLOTS, dtype=torch.bool)
+        codes = range(NUM_ROLES) if self.args.role_metrics else [c for cs in _SEGMENTS.values() for c in cs]
+        scored[[c - NO_ROLE for c in codes]] = True
+        return scored
+
     def _accumulate_segments(self, mode: str, log_probs: torch.Tensor, roles: torch.Tensor) -> None:
-        """Add Σnll and counts per segment to device-side accumulators (no host sync per step)."""
-        nll = -log_probs.float()
-        values = []
-        for codes in _SEGMENTS.values():
-            mask = roles == codes[0]
-            for code in codes[1:]:
-                mask |= roles == code
-            values += [(nll * mask).sum(), mask.sum().float()]
-        step = torch.stack(values)
+        """Add Σnll and token counts per role to device-side accumulators (no host sync per step)."""
+        nll = -log_probs.float().flatten()
+        slots = (roles - NO_ROLE).flatten()
+        step = torch.zeros(2, _SLOTS, dtype=torch.float32, device=nll.device).index_add_(
+            1, slots, torch.stack([nll, torch.ones_like(nll)]))
         acc = self._segment_sums[mode]
         self._segment_sums[mode] = step if acc is None else acc + step
 
@@ -397,14 +405,24 @@ class WeightedSFTTrainer(SFTTrainer):
         acc = self._segment_sums.get(mode)
         if self._weighted and acc is not None:
             totals = self.accelerator.reduce(acc, reduction="sum") if self.accelerator.num_processes > 1 else acc
-            totals = totals.tolist()
-            prefix = "eval_" if mode == "eval" else ""
-            for i, name in enumerate(_SEGMENTS):
-                total, count = totals[2 * i], totals[2 * i + 1]
-                if count > 0:
-                    logs[f"{prefix}loss_{name}"] = total / count
+            per_role = totals[:, -NO_ROLE:].tolist()  # drop the no-role slot: index = role code
+            logs.update(self._segment_logs(per_role, "eval_" if mode == "eval" else ""))
             self._segment_sums[mode] = None
         super().log(logs, start_time)
+
+    def _segment_logs(self, totals: list[list[float]], prefix: str) -> dict[str, float]:
+        """``loss_instruction`` / ``loss_output`` (and ``loss_role/<name>`` with ``role_metrics``) from the
+        per-role Σnll (``totals[0]``) and token counts (``totals[1]``); a metric with no token is not logged."""
+        nll, count = totals
+        groups = {f"loss_{name}": codes for name, codes in _SEGMENTS.items()}
+        if self.args.role_metrics:
+            groups.update({f"loss_role/{label}": (code,) for code, label in enumerate(ROLE_LABELS)})
+        out = {}
+        for key, codes in groups.items():
+            n = sum(count[c] for c in codes)
+            if n > 0:
+                out[f"{prefix}{key}"] = sum(nll[c] for c in codes) / n
+        return out
 
 
 def _named_datasets(train_dataset, eval_dataset):

@@ -145,7 +145,7 @@ def test_html_is_standalone_and_parses_back(default_tokenizer, mode):
     assert p.title == "example 0"
     assert [int(t["data-token-id"]) for t in p.tokens] == ex.input_ids.tolist()
     assert [float(t["data-weight"]) for t in p.tokens] == pytest.approx(ex.loss_weights.tolist())
-    labels = ["template", "system", "user", "tool", "assistant", "assistant_end"]
+    labels = ["template", "system", "user", "tool", "assistant", "assistant_end", "reasoning", "tool_call"]
     assert [t["data-role"] for t in p.tokens] == [labels[r] for r in ex.roles.tolist()]
     # the escaped text round-trips (markup in the content stays text)
     text = "".join(t["text"] for t in p.tokens).replace("↵\n", "\n").replace("⇥", "\t")
@@ -163,3 +163,37 @@ def test_build_view_validates_lengths():
         build_view([1], [9], [0.0])
     v = build_view([5, 6], [2, 4], [0.0, 1.0])
     assert [c.text for c in v.cells] == ["[5]", "[6]"]
+
+
+AGENT = {"tools": [{"type": "function", "function": {"name": "weather", "parameters": {"city": "string"}}}],
+         "messages": [
+             {"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "reasoning_content": "Use the tool.", "content": "", "tool_calls": [
+                 {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
+             {"role": "tool", "content": "18C"},
+             {"role": "assistant", "reasoning_content": "Answer.", "content": "It is 18C."}]}
+
+
+def test_views_list_every_role_of_the_table(default_tokenizer):
+    """Legends and per-role tables come from the role table: reasoning and tool_call have rows, colours and counts."""
+    from im_data.roles import ROLE_LABELS, ROLE_TABLE
+
+    policy = WeightPolicy.preset("it").with_weights({"reasoning": 0.5})
+    ex = Encoder(default_tokenizer, chat_template="chatml_tools", policy=policy).encode(AGENT)
+    view = view_from_example(ex, default_tokenizer, title="agent")
+    counts = np.bincount(ex.roles, minlength=len(ROLE_TABLE))
+    assert [r.role for r in view.roles] == list(ROLE_LABELS)
+    assert {r.role: r.tokens for r in view.roles} == dict(zip(ROLE_LABELS, counts.tolist()))
+    rows = {r.role: r for r in view.roles}
+    assert rows["reasoning"].tokens > 0 and rows["reasoning"].mean_weight == 0.5
+    assert rows["tool_call"].tokens > 0 and rows["tool_call"].mean_weight == 1.0
+    page = render_html(view)
+    p = SpanParser()
+    p.feed(page)
+    p.close()
+    assert {t["data-role"] for t in p.tokens} >= {"reasoning", "tool_call"}
+    for spec in ROLE_TABLE:
+        assert f'data-legend-role="{spec.name}"' in page and f'<tr data-role="{spec.name}">' in page
+    reasoning_bg = "48;2;" + ";".join(str(c) for c in ROLE_TABLE[6].terminal_bg) + "m"
+    out = render_text(view, width=100, color=True)
+    assert reasoning_bg in out and " tool_call " in ANSI.sub("", out)

@@ -22,6 +22,7 @@ NO_TOOL = {"llama2", "mistral", "gemma"}
 END_TOKENS = {  # what each template emits after an assistant's content, up to and incl. the first special token
     "tulu": ["</s>"], "chatml": ["<|im_end|>"], "llama3": ["<|eot_id|>"], "llama2": [" ", "</s>"],
     "mistral": ["</s>"], "zephyr": ["</s>"], "gemma": ["<end_of_turn>"], "alpaca": ["</s>"],
+    "chatml_tools": ["<|im_end|>"],
 }
 CONTENT_ROLES = {"system": Role.SYSTEM, "user": Role.USER, "tool": Role.TOOL, "assistant": Role.ASSISTANT}
 
@@ -59,6 +60,8 @@ def check_example(ex, messages, template: str, end_tokens: list[str] | None = No
         # extra characters only inside the boundary tokens: every token of the run overlaps the content
         for i in idx:
             s, e = int(offsets[i][0]), int(offsets[i][1])
+            if role == Role.ASSISTANT and e <= c_start and not text[s:e].strip():
+                continue  # the template's separator inside the assistant turn (llama2/mistral: no generation prompt)
             assert s < c_end and e > c_start, (
                 f"token {i} {text[s:e]!r} is labelled {Role(role).label} but lies outside its content "
                 f"{content!r} (run {run_text!r})")

@@ -23,7 +23,8 @@ def m(role, content):
                  [m("system", "S"), m("user", "U"), m("assistant", "A"), m("tool", "T"), m("assistant", "B")],
                  id="messages-all-roles"),
     pytest.param({"messages": [{"role": "user", "content": "U", "name": "bob", "extra": 1}, m("assistant", "A")]},
-                 "messages", [m("user", "U"), m("assistant", "A")], id="messages-extra-keys-dropped"),
+                 "messages", [{"role": "user", "content": "U", "name": "bob", "extra": 1}, m("assistant", "A")],
+                 id="messages-extra-keys-kept"),  # kept for the template; unrendered data is rejected at encode
     pytest.param({"prompt": "Q?", "completion": " A."}, "prompt_completion",
                  [m("user", "Q?"), m("assistant", " A.")], id="pc-strings-verbatim"),
     pytest.param({"prompt": "Q?", "completion": "A.", "system": "Be nice."}, "prompt_completion",
@@ -108,8 +109,16 @@ def test_mixed_formats_in_one_batch(default_tokenizer):
 ])
 def test_column_mapping(options, record, messages, default_tokenizer):
     assert normalize_record(record, options) == messages
-    # the encoder honours the options too
+    # the encoder honours the options too; a record field the mapped format does not read is data the template
+    # never sees: rejected unless allowed (nothing is dropped silently)
+    unread = [k for k in record if k in ("messages", "system")]
     enc = Encoder(default_tokenizer, chat_template="tulu", format_options=options, keep_text=True)
+    if unread:
+        with pytest.raises(RecordError) as info:
+            enc.encode(record)
+        assert info.value.reason == "unrendered_field" and repr(unread[0]) in info.value.message
+        enc = Encoder(default_tokenizer, chat_template="tulu", format_options=options, keep_text=True,
+                      allow_unrendered=unread)
     ex = enc.encode(record)
     expected = Encoder(default_tokenizer, chat_template="tulu", keep_text=True).encode({"messages": messages})
     assert ex.text == expected.text and ex.input_ids.tolist() == expected.input_ids.tolist()

@@ -2,7 +2,8 @@
 
 Templates with ``{% generation %}`` blocks around the assistant content AND its end-of-turn token make
 ``apply_chat_template(..., return_assistant_tokens_mask=True)`` mark exactly the tokens our spec calls
-``assistant`` + ``assistant_end``. Our encoder gets the same template as a Jinja file and must agree token by token.
+``assistant`` + ``assistant_end`` (the templates render the generation prompt, as real ones do: the spec's output
+starts after it). Our encoder gets the same template as a Jinja file and must agree token by token.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from im_data import Encoder, WeightPolicy
-from im_data.roles import Role
+from im_data.roles import OUTPUT_SIDE_ROLES, Role
 
 CHATML_GEN = (
     "{%- for message in messages -%}"
@@ -21,6 +22,7 @@ CHATML_GEN = (
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif -%}"
     "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 TULU_GEN = (
     "{%- for message in messages -%}"
@@ -30,6 +32,7 @@ TULU_GEN = (
     "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '\\n' }}"
     "{%- endif -%}"
     "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}"
 )
 LLAMA3_GEN = (
     "{{- bos_token -}}"
@@ -41,6 +44,7 @@ LLAMA3_GEN = (
     "{{ message['content'] | trim + '<|eot_id|>' }}"
     "{%- endif -%}"
     "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}"
 )
 TEMPLATES = {"chatml_gen": CHATML_GEN, "tulu_gen": TULU_GEN, "llama3_gen": LLAMA3_GEN}
 
@@ -75,7 +79,7 @@ def test_assistant_roles_match_hf_assistant_mask(default_tokenizer, tmp_path, te
     enc = Encoder(default_tokenizer, chat_template=str(path), policy=WeightPolicy.preset("it"))
     ex = enc.encode({"messages": messages})
     assert ex.input_ids.tolist() == list(hf["input_ids"])
-    ours = [1 if r in (Role.ASSISTANT, Role.ASSISTANT_END) else 0 for r in ex.roles.tolist()]
+    ours = [1 if r in OUTPUT_SIDE_ROLES else 0 for r in ex.roles.tolist()]
     assert ours == list(hf["assistant_masks"])
     assert sum(ours) > 0
     # under IT our loss weights are that mask

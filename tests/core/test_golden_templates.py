@@ -11,6 +11,8 @@ role rules of the spec, then frozen here as literals:
   rest of it (the newline after ``</s>``) and everything else (headers, BOS, ``</s>`` after a *user* turn in
   zephyr, ``<|im_end|>`` after a user turn) is ``template``;
 * llama2/gemma/mistral put the system prompt inside the first user turn: its tokens are still ``system``;
+* llama2/mistral have no generation prompt: the space they emit after ``[/INST]`` lies inside the assistant turn,
+  so it is ``assistant`` (issue 8: text inside an assistant turn after the generation prompt is output);
 * gemma/llama2/mistral take no tool role, so their conversation has no tool message.
 """
 
@@ -19,10 +21,14 @@ from __future__ import annotations
 import pytest
 
 from im_data import BUILTIN_TEMPLATES, Encoder, WeightPolicy
-from im_data.roles import ROLE_LABELS
+from im_data.roles import ROLE_LABELS, ROLE_TABLE, roles_on_side
 
 T, S, U, X, A, E = "template", "system", "user", "tool", "assistant", "assistant_end"
-TOOL_TEMPLATES = {"tulu", "chatml", "llama3", "zephyr", "alpaca"}
+#: read from the role table: the content roles counted as instruction / output length, and what IT trains
+INSTRUCTION_CONTENT = {r.name for r in ROLE_TABLE if r.side == "instruction" and r.content}
+OUTPUT_CONTENT = {r.name for r in ROLE_TABLE if r.side == "output" and r.content}
+OUTPUT_SIDE = set(roles_on_side("output"))
+TOOL_TEMPLATES = {"tulu", "chatml", "llama3", "zephyr", "alpaca", "chatml_tools"}
 
 
 def conversation(template: str) -> list[dict]:
@@ -64,6 +70,23 @@ GOLDEN = {
         '000111000001100000111000011111000000100000111110',  # IM
         '000000000000000000111000000000000000000000111110',  # IT
     ),
+    # chatml_tools puts a tool result in a user turn, wrapped in <tool_response> (template text); its tool calls and
+    # reasoning have their own goldens in test_builtin_chatml_tools.py
+    'chatml_tools': (
+        '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nSum 2+3<|im_end|>\n<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>\n<|im_start|>assistant\nIt is 5.<|im_end|>\n',
+        [('<|im_start|>', T), ('system', T), ('\n', T), ('Be', S), (' brief', S), ('.', S),
+         ('<|im_end|>', T), ('\n', T), ('<|im_start|>', T), ('user', T), ('\n', T), ('Hi', U),
+         (' there', U), ('<|im_end|>', T), ('\n', T), ('<|im_start|>', T), ('assistant', T), ('\n', T),
+         ('Hello', A), ('!', A), ('<|im_end|>', E), ('\n', T), ('<|im_start|>', T), ('user', T), ('\n', T),
+         ('S', U), ('um', U), (' 2', U), ('+', U), ('3', U), ('<|im_end|>', T), ('\n', T),
+         ('<|im_start|>', T), ('user', T), ('\n', T), ('<', T), ('t', T), ('ool', T), ('_', T), ('res', T),
+         ('p', T), ('on', T), ('se', T), ('>', T), ('\n', T), ('5', X), ('\n', T), ('</', T), ('t', T),
+         ('ool', T), ('_', T), ('res', T), ('p', T), ('on', T), ('se', T), ('>', T), ('<|im_end|>', T),
+         ('\n', T), ('<|im_start|>', T), ('assistant', T), ('\n', T), ('It', A), (' is', A), (' 5', A),
+         ('.', A), ('<|im_end|>', E), ('\n', T)],
+        '0001110000011000001110000111110000000000000001000000000000000111110',  # IM
+        '0000000000000000001110000000000000000000000000000000000000000111110',  # IT
+    ),
     'llama3': (
         '<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nSum 2+3<|eot_id|><|start_header_id|>tool<|end_header_id|>\n\n5<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nIt is 5.<|eot_id|>',
         [('<s>', T), ('<|start_header_id|>', T), ('system', T), ('<|end_header_id|>', T), ('\n', T),
@@ -84,20 +107,20 @@ GOLDEN = {
         [('<s>', T), ('[INST]', T), (' <', T), ('<', T), ('S', T), ('Y', T), ('S', T), ('>', T), ('>', T),
          ('\n', T), ('Be', S), (' brief', S), ('.', S), ('\n', T), ('<', T), ('</', T), ('S', T), ('Y', T),
          ('S', T), ('>', T), ('>', T), ('\n', T), ('\n', T), ('Hi', U), (' there', U), (' ', T),
-         ('[/INST]', T), (' ', T), ('Hello', A), ('!', A), (' ', E), ('</s>', E), ('<s>', T), ('[INST]', T),
+         ('[/INST]', T), (' ', A), ('Hello', A), ('!', A), (' ', E), ('</s>', E), ('<s>', T), ('[INST]', T),
          (' S', U), ('um', U), (' 2', U), ('+', U), ('3', U), (' ', T), ('[/INST]', T), (' It', A),
          (' is', A), (' 5', A), ('.', A), (' ', E), ('</s>', E)],
-        '00000000001110000000000110001111001111100111111',  # IM
-        '00000000000000000000000000001111000000000111111',  # IT
+        '00000000001110000000000110011111001111100111111',  # IM
+        '00000000000000000000000000011111000000000111111',  # IT
     ),
     'mistral': (
         '<s>[INST] Be brief.\n\nHi there [/INST] Hello!</s>[INST] Sum 2+3 [/INST] It is 5.</s>',
         [('<s>', T), ('[INST]', T), (' Be', S), (' brief', S), ('.', S), ('\n', T), ('\n', T), ('Hi', U),
-         (' there', U), (' ', T), ('[/INST]', T), (' ', T), ('Hello', A), ('!', A), ('</s>', E),
+         (' there', U), (' ', T), ('[/INST]', T), (' ', A), ('Hello', A), ('!', A), ('</s>', E),
          ('[INST]', T), (' S', U), ('um', U), (' 2', U), ('+', U), ('3', U), (' ', T), ('[/INST]', T),
          (' It', A), (' is', A), (' 5', A), ('.', A), ('</s>', E)],
-        '0011100110001110111110011111',  # IM
-        '0000000000001110000000011111',  # IT
+        '0011100110011110111110011111',  # IM
+        '0000000000011110000000011111',  # IT
     ),
     'zephyr': (
         '<|system|>\nBe brief.</s>\n<|user|>\nHi there</s>\n<|assistant|>\nHello!</s>\n<|user|>\nSum 2+3</s>\n<|tool|>\n5</s>\n<|assistant|>\nIt is 5.</s>\n',
@@ -148,7 +171,7 @@ def test_golden_table_is_consistent_with_the_spec(template):
     """Self-check of the literal table: IM weighs every non-template role, IT only assistant(+_end)."""
     _, pairs, im, it = GOLDEN[template]
     assert im == "".join("0" if role == T else "1" for _, role in pairs)
-    assert it == "".join("1" if role in (A, E) else "0" for _, role in pairs)
+    assert it == "".join("1" if role in OUTPUT_SIDE else "0" for _, role in pairs)
 
 
 @pytest.mark.parametrize("template", sorted(GOLDEN))
@@ -168,13 +191,14 @@ def test_golden(default_tokenizer, template):
     assert ex_it.roles.tolist() == ex.roles.tolist()
     assert "".join(str(int(w)) for w in ex_it.loss_weights.tolist()) == it
     assert ex.loss_weights.dtype.name == "float32" and ex.roles.dtype.name == "int8"
-    # counts before truncation: instruction = system+user+tool content tokens, output = assistant content tokens
+    # counts before truncation: instruction = system+user+tool content tokens, output = assistant (+ reasoning,
+    # tool_call) content tokens
     roles = [r for _, r in pairs]
-    assert ex.num_instruction_tokens == sum(r in (S, U, X) for r in roles)
-    assert ex.num_output_tokens == ex.num_output_tokens_kept == roles.count(A)
+    assert ex.num_instruction_tokens == sum(r in INSTRUCTION_CONTENT for r in roles)
+    assert ex.num_output_tokens == ex.num_output_tokens_kept == sum(r in OUTPUT_CONTENT for r in roles)
     assert ex.num_template_tokens == roles.count(T) + roles.count(E)
     assert ex.truncated is False
-    assert ex.role_token_counts.tolist() == [roles.count(r) for r in (T, S, U, X, A, E)]
+    assert ex.role_token_counts.tolist() == [roles.count(r) for r in ROLE_LABELS]
     assert ex.labels.tolist() == [i if w == "1" else -100 for i, w in zip(ex.input_ids.tolist(), im)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -13,21 +14,33 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from im_data import Encoder, LengthStats, WeightPolicy, parse_weight_overrides
-from im_data.roles import ROLE_LABELS, Role
+from im_data.roles import NUM_ROLES, OUTPUT_SIDE_ROLES, ROLE_LABELS, ROLE_TABLE, Role, roles_on_side
 
 
 def m(role, content):
     return {"role": role, "content": content}
 
 
+def by_side(template, instruction, output):
+    """Expected weights in role-code order, read from the role table's ``side`` column."""
+    side = {"template": template, "instruction": instruction, "output": output}
+    return [side[spec.side] for spec in ROLE_TABLE]
+
+
+def by_name(**values):
+    """A per-role vector in role-code order: the named roles get their value, every other role 0."""
+    assert set(values) <= set(ROLE_LABELS)
+    return [values.get(label, 0) for label in ROLE_LABELS]
+
+
 # --- presets -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("policy, weights, name", [
-    (WeightPolicy.preset("it"), [0, 0, 0, 0, 1, 1], "it"),
-    (WeightPolicy.preset("im"), [0, 1, 1, 1, 1, 1], "im"),
-    (WeightPolicy.wit(0.1, 1.0), [0, 0.1, 0.1, 0.1, 1, 1], "wit"),
-    (WeightPolicy.preset("wit", prompt_weight=0.25, response_weight=0.75), [0, 0.25, 0.25, 0.25, 0.75, 0.75], "wit"),
-    (WeightPolicy.preset("wit", prompt_weight=0.3), [0, 0.3, 0.3, 0.3, 1, 1], "wit"),
-    (WeightPolicy(), [0, 0, 0, 0, 1, 1], "custom"),
+    (WeightPolicy.preset("it"), by_side(0, 0, 1), "it"),
+    (WeightPolicy.preset("im"), by_side(0, 1, 1), "im"),
+    (WeightPolicy.wit(0.1, 1.0), by_side(0, 0.1, 1), "wit"),
+    (WeightPolicy.preset("wit", prompt_weight=0.25, response_weight=0.75), by_side(0, 0.25, 0.75), "wit"),
+    (WeightPolicy.preset("wit", prompt_weight=0.3), by_side(0, 0.3, 1), "wit"),
+    (WeightPolicy(), by_side(0, 0, 1), "custom"),
 ])
 def test_presets(policy, weights, name):
     arr = policy.weights_array()
@@ -35,7 +48,7 @@ def test_presets(policy, weights, name):
     assert arr.tolist() == np.array(weights, dtype=np.float32).tolist()
     assert policy.name == name
     assert [policy.weight(label) for label in ROLE_LABELS] == [float(w) for w in weights]
-    assert [policy.weight(Role(i)) for i in range(6)] == [float(w) for w in weights]
+    assert [policy.weight(Role(i)) for i in range(NUM_ROLES)] == [float(w) for w in weights]
 
 
 def test_preset_errors():
@@ -54,7 +67,10 @@ def test_last_assistant_only_flag_on_presets():
 def test_with_weights_overrides():
     base = WeightPolicy.preset("im")
     p = base.with_weights({"system": 0.0, "tool": 0.5})
-    assert p.weights_array().tolist() == [0, 0, 1, 0.5, 1, 1]
+    assert p.weights_array().tolist() == by_name(user=1, tool=0.5, assistant=1, assistant_end=1, reasoning=1,
+                                                 tool_call=1)
+    q = WeightPolicy.preset("it").with_weights({"reasoning": 0.5, "tool_call": 0.0})
+    assert q.weights_array().tolist() == by_name(assistant=1, assistant_end=1, reasoning=0.5)
     assert p.name == "custom" and base.name == "im" and base.system == 1.0  # frozen original untouched
     assert base.with_weights({}) is base
     with pytest.raises(ValueError, match="unknown role 'bot'"):
@@ -68,6 +84,7 @@ def test_with_weights_overrides():
 def test_parse_weight_overrides():
     assert parse_weight_overrides(["user=0.5", " system = 0"]) == {"user": 0.5, "system": 0.0}
     assert parse_weight_overrides(None) == {}
+    assert parse_weight_overrides(["reasoning=0.5", "tool_call=0"]) == {"reasoning": 0.5, "tool_call": 0.0}
     with pytest.raises(ValueError, match="ROLE=W"):
         parse_weight_overrides(["user"])
     with pytest.raises(ValueError, match="unknown role"):
@@ -75,22 +92,44 @@ def test_parse_weight_overrides():
 
 
 # --- serialisation and fingerprint ---------------------------------------------------------------------------
-IM_JSON = ('{"assistant":1.0,"assistant_end":1.0,"last_assistant_only":false,"name":"im","system":1.0,'
-           '"template":0.0,"tool":1.0,"user":1.0,"version":1}')
+IM_JSON = ('{"assistant":1.0,"assistant_end":1.0,"last_assistant_only":false,"name":"im","reasoning":1.0,'
+           '"system":1.0,"template":0.0,"tool":1.0,"tool_call":1.0,"user":1.0,"version":2}')
+IT_JSON = ('{"assistant":1.0,"assistant_end":1.0,"last_assistant_only":false,"name":"it","reasoning":1.0,'
+           '"system":0.0,"template":0.0,"tool":0.0,"tool_call":1.0,"user":0.0,"version":2}')
+# version 1 manifests (written before reasoning/tool_call existed) as they were stored
+IM_JSON_V1 = ('{"assistant":1.0,"assistant_end":1.0,"last_assistant_only":false,"name":"im","system":1.0,'
+              '"template":0.0,"tool":1.0,"user":1.0,"version":1}')
+WIT_JSON_V1 = ('{"assistant":0.9,"assistant_end":0.8,"last_assistant_only":true,"name":"wit","system":0.1,'
+               '"template":0.0,"tool":0.1,"user":0.1,"version":1}')
 
 
 def test_json_is_canonical_and_fingerprint_is_stable():
     p = WeightPolicy.preset("im")
     assert p.to_json() == IM_JSON
-    assert p.fingerprint == hashlib.sha256(IM_JSON.encode()).hexdigest()[:16] == "b088eb294f954400"
-    assert WeightPolicy.preset("it").fingerprint == "910805af1441d5b5"
-    assert WeightPolicy.wit(0.1).fingerprint == "7c6311ec3ea98544"
+    # the digests of the literals above, computed once with sha256 (fingerprints must not drift across releases)
+    assert p.fingerprint == hashlib.sha256(IM_JSON.encode()).hexdigest()[:16] == "6a3962de961c853b"
+    assert WeightPolicy.preset("it").to_json() == IT_JSON
+    assert WeightPolicy.preset("it").fingerprint == hashlib.sha256(IT_JSON.encode()).hexdigest()[:16]
     assert WeightPolicy.preset("im").fingerprint == p.fingerprint  # equal policies, equal fingerprints
+
+
+def test_version_1_policies_stay_readable():
+    im = WeightPolicy.from_json(IM_JSON_V1)
+    assert im == WeightPolicy.preset("im") and im.version == 2
+    wit = WeightPolicy.from_json(WIT_JSON_V1)
+    # v1 had no reasoning/tool_call roles: they were part of the assistant output, so they take its weight
+    assert wit.weights_array().tolist() == np.array(
+        by_name(system=0.1, user=0.1, tool=0.1, assistant=0.9, assistant_end=0.8, reasoning=0.9, tool_call=0.9),
+        dtype=np.float32).tolist()
+    assert wit.last_assistant_only is True and wit.name == "wit"
+    with pytest.raises(ValueError, match="unsupported weight policy version 3"):
+        WeightPolicy.from_dict({**json.loads(IM_JSON), "version": 3})
 
 
 @pytest.mark.parametrize("policy", [
     WeightPolicy.preset("it"), WeightPolicy.preset("im", last_assistant_only=True), WeightPolicy.wit(0.1, 0.9),
-    WeightPolicy(template=0.05, system=0.3, user=1e-7, tool=2.5, assistant=1 / 3, assistant_end=0.0),
+    WeightPolicy(template=0.05, system=0.3, user=1e-7, tool=2.5, assistant=1 / 3, assistant_end=0.0,
+                 reasoning=0.125, tool_call=4.0),
 ])
 def test_json_round_trip(policy):
     back = WeightPolicy.from_json(policy.to_json())
@@ -100,8 +139,7 @@ def test_json_round_trip(policy):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("template", 0.5), ("system", 0.5), ("user", 0.5), ("tool", 0.5), ("assistant", 0.5), ("assistant_end", 0.5),
-    ("last_assistant_only", True), ("name", "im2"),
+    *[(label, 0.5) for label in ROLE_LABELS], ("last_assistant_only", True), ("name", "im2"),
 ])
 def test_fingerprint_changes_with_every_field(field, value):
     p = WeightPolicy.preset("im")
@@ -121,9 +159,10 @@ def test_fingerprint_sees_tiny_weight_changes():
     ({"tool": True}, TypeError, "'tool' must be a number"),
     ({"user": "0.5"}, TypeError, "'user' must be a number"),
     ({"user": None}, TypeError, "'user' must be a number"),
-    ({"assistant": 0.0, "assistant_end": 0.0}, ValueError, "every role weight 0"),
+    ({label: 0.0 for label in ROLE_LABELS}, ValueError, "every role weight 0"),
     ({"last_assistant_only": 1}, TypeError, "last_assistant_only must be a bool"),
-    ({"version": 2}, ValueError, "unsupported weight policy version 2"),
+    ({"version": 1}, ValueError, "unsupported weight policy version 1"),
+    ({"version": 3}, ValueError, "unsupported weight policy version 3"),
 ])
 def test_validation(kwargs, exc, words):
     with pytest.raises(exc) as info:
@@ -132,8 +171,14 @@ def test_validation(kwargs, exc, words):
 
 
 def test_only_template_weight_is_allowed():
-    p = WeightPolicy(template=1.0, assistant=0.0, assistant_end=0.0)
-    assert p.weights_array().tolist() == [1, 0, 0, 0, 0, 0]
+    p = WeightPolicy(**{label: 0.0 for label in roles_on_side("output")}, template=1.0)
+    assert p.weights_array().tolist() == by_name(template=1)
+
+
+@pytest.mark.parametrize("label", ROLE_LABELS)
+def test_any_single_role_may_be_the_only_trained_one(label):
+    p = WeightPolicy(**{**{r: 0.0 for r in ROLE_LABELS}, label: 1.0})
+    assert p.weights_array().tolist() == by_name(**{label: 1})
 
 
 def test_is_binary():
@@ -155,20 +200,22 @@ def test_float_weights_stay_float32(default_tokenizer, prompt):
     instr = np.isin(roles, [Role.SYSTEM, Role.USER, Role.TOOL])
     assert instr.sum() > 0
     assert (ex.loss_weights[instr] == np.float32(prompt)).all()  # exactly 0.1f, not rounded to 0 or 1
-    assert (ex.loss_weights[np.isin(roles, [Role.ASSISTANT, Role.ASSISTANT_END])] == np.float32(0.9)).all()
+    assert (ex.loss_weights[np.isin(roles, OUTPUT_SIDE_ROLES)] == np.float32(0.9)).all()
     assert (ex.loss_weights[roles == Role.TEMPLATE] == 0).all()
     # labels: input_ids where weight > 0, -100 exactly where weight == 0
     assert ex.labels.dtype == np.int32
     assert ex.labels.tolist() == [i if w > 0 else -100 for i, w in zip(ex.input_ids.tolist(), ex.loss_weights)]
     assert ((ex.labels == -100) == (ex.loss_weights == 0)).all()
     # weight mass per role is the exact sum of the float32 weights
-    for r in range(6):
+    for r in range(NUM_ROLES):
         assert ex.weight_mass[r] == pytest.approx(float(ex.loss_weights[roles == r].astype(np.float64).sum()),
                                                   rel=0, abs=0)
 
 
 def test_labels_under_it_and_im(default_tokenizer):
-    for mode, trained in (("it", {4, 5}), ("im", {1, 2, 3, 4, 5})):
+    output = {spec.code for spec in ROLE_TABLE if spec.side == "output"}
+    instruction = {spec.code for spec in ROLE_TABLE if spec.side == "instruction"}
+    for mode, trained in (("it", output), ("im", output | instruction)):
         ex = Encoder(default_tokenizer, chat_template="chatml", policy=WeightPolicy.preset(mode)).encode(CONV)
         want = [i if r in trained else -100 for i, r in zip(ex.input_ids.tolist(), ex.roles.tolist())]
         assert ex.labels.tolist() == want
@@ -177,7 +224,8 @@ def test_labels_under_it_and_im(default_tokenizer):
 def test_custom_overrides_applied(default_tokenizer):
     pol = WeightPolicy.preset("im").with_weights({"system": 0.0, "template": 0.25, "assistant_end": 2.0})
     ex = Encoder(default_tokenizer, chat_template="tulu", policy=pol).encode(CONV)
-    table = {0: 0.25, 1: 0.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 2.0}
+    table = dict(enumerate(by_name(template=0.25, user=1.0, tool=1.0, assistant=1.0, assistant_end=2.0,
+                                   reasoning=1.0, tool_call=1.0)))
     assert ex.loss_weights.tolist() == [table[r] for r in ex.roles.tolist()]
     assert ex.weight_mass.tolist() == [table[r] * c for r, c in enumerate(ex.role_token_counts.tolist())]
 
@@ -209,8 +257,9 @@ def test_last_assistant_only(default_tokenizer, template, mode):
 # --- LengthStats ---------------------------------------------------------------------------------------------
 def summary(instr, out, tmpl=3, truncated=False, counts=None, mass=None):
     return {"num_instruction_tokens": instr, "num_output_tokens": out, "num_template_tokens": tmpl,
-            "truncated": truncated, "role_token_counts": counts or [tmpl, 0, instr, 0, out, 1],
-            "weight_mass": mass or [0.0, 0.0, float(instr), 0.0, float(out), 1.0]}
+            "truncated": truncated,
+            "role_token_counts": counts or by_name(template=tmpl, user=instr, assistant=out, assistant_end=1),
+            "weight_mass": mass or by_name(user=float(instr), assistant=float(out), assistant_end=1.0)}
 
 
 def test_dataset_ratio_is_sum_over_sum_not_mean_of_ratios():
@@ -250,8 +299,13 @@ def test_stats_from_encoded_examples(default_tokenizer):
     assert s.role_tokens == (exs[0].role_token_counts + exs[1].role_token_counts).tolist()
     # instruction = content of system/user/tool; output = content of assistant (CONV: tool and system count)
     rc = exs[0].role_token_counts
-    assert exs[0].num_instruction_tokens == rc[1] + rc[2] + rc[3] and exs[0].num_output_tokens == rc[4]
-    assert exs[0].num_template_tokens == rc[0] + rc[5]
+    content = {side: [spec.code for spec in ROLE_TABLE if spec.side == side and spec.content]
+               for side in ("instruction", "output")}
+    assert content == {"instruction": [Role.SYSTEM, Role.USER, Role.TOOL],
+                       "output": [Role.ASSISTANT, Role.REASONING, Role.TOOL_CALL]}
+    assert exs[0].num_instruction_tokens == rc[content["instruction"]].sum()
+    assert exs[0].num_output_tokens == rc[content["output"]].sum()
+    assert exs[0].num_template_tokens == rc[Role.TEMPLATE] + rc[Role.ASSISTANT_END]
     d = s.to_dict()
     assert d["weight_mass_per_role"]["template"] == 0.0
     assert d["weight_mass_per_role"]["user"] == float(rc[2] + exs[1].role_token_counts[2])
@@ -263,8 +317,8 @@ def test_stats_from_encoded_examples(default_tokenizer):
 summaries = st.builds(
     summary,
     st.integers(0, 5000), st.integers(0, 5000), st.integers(0, 200), st.booleans(),
-    st.lists(st.integers(0, 1000), min_size=6, max_size=6),
-    st.lists(st.sampled_from([0.0, 0.1, 0.25, 1 / 3, 1.0, 7.5, 1e-7]), min_size=6, max_size=6),
+    st.lists(st.integers(0, 1000), min_size=NUM_ROLES, max_size=NUM_ROLES),
+    st.lists(st.sampled_from([0.0, 0.1, 0.25, 1 / 3, 1.0, 7.5, 1e-7]), min_size=NUM_ROLES, max_size=NUM_ROLES),
 )
 
 
@@ -323,10 +377,10 @@ def test_weight_mass_merges_exactly_with_tenths():
     """0.1 * 10 bundles merged in any order is the same number (exact integer units, no float drift)."""
     a, b = LengthStats(), LengthStats()
     for _ in range(10):
-        a.add(summary(1, 1, mass=[0.0, 0.1, 0.1, 0.0, 1.0, 1.0]))
+        a.add(summary(1, 1, mass=by_name(system=0.1, user=0.1, assistant=1.0, assistant_end=1.0)))
     for i in range(10):
         part = LengthStats()
-        part.add(summary(1, 1, mass=[0.0, 0.1, 0.1, 0.0, 1.0, 1.0]))
+        part.add(summary(1, 1, mass=by_name(system=0.1, user=0.1, assistant=1.0, assistant_end=1.0)))
         b = part.merge(b) if i % 2 else b.merge(part)
     assert a == b
     assert a.to_dict()["accumulator"]["weight_mass_units"] == b.to_dict()["accumulator"]["weight_mass_units"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from im_data import Encoder, LengthStats, RecordError, WeightPolicy
-from im_data.roles import Role
+from im_data.roles import OUTPUT_SIDE_ROLES, Role
 
 pytestmark = pytest.mark.shared_data
 
@@ -62,9 +62,9 @@ def test_weights_roles_and_assistant_end(encoded, name):
             continue
         assert a.input_ids.tolist() == b.input_ids.tolist() and a.roles.tolist() == b.roles.tolist()
         roles = a.roles
-        # IM: weighted exactly where the role is not template; IT: exactly assistant + assistant_end
+        # IM: weighted exactly where the role is not template; IT: exactly the output side (assistant + assistant_end)
         assert ((a.loss_weights > 0) == (roles != Role.TEMPLATE)).all()
-        assert ((b.loss_weights > 0) == np.isin(roles, [Role.ASSISTANT, Role.ASSISTANT_END])).all()
+        assert ((b.loss_weights > 0) == np.isin(roles, OUTPUT_SIDE_ROLES)).all()
         assert set(np.unique(a.loss_weights).tolist()) <= {0.0, 1.0}
         # only user/assistant content in these files
         assert not np.isin(roles, [Role.SYSTEM, Role.TOOL]).any()

@@ -48,6 +48,10 @@ def test_default_run_on_embedded_sample(sample_out, capsys):
         assert hashlib.sha256(data).hexdigest() == shard["sha256"]
     assert sum(s["num_rows"] for s in m["shards"]) == c["written"] == res["stats"]["count"]
     assert res["stats"]["tokens_per_role"] == m["tokens_per_role"]
+    # every role of the table, with its weight mass (IM: every role but template weighs 1)
+    assert set(m["tokens_per_role"]) == set(m["weight_mass_per_role"]) == set(ROLE_CODES)
+    assert m["weight_mass_per_role"] == res["stats"]["weight_mass_per_role"] == {
+        role: (0.0 if role == "template" else float(n)) for role, n in m["tokens_per_role"].items()}
     assert m["tokenizer"]["name_or_path"] == "default"
     assert not [p for p in sample_out.parent.iterdir() if "im-data-tmp" in p.name]
 

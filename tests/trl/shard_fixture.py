@@ -2,7 +2,8 @@
 
 This is not the pipeline. It exists so the TRL plugin can be tested before (and independently of) the Beam
 pipeline: it renders a few toy conversations with a fixed, hand-written template, assigns token roles the way the
-contract in docs/DESIGN.md describes (template=0, system=1, user=2, tool=3, assistant=4, assistant_end=5), applies
+contract in docs/DESIGN.md describes (template=0, system=1, user=2, tool=3, assistant=4, assistant_end=5; a message
+whose role is ``reasoning`` or ``tool_call`` stands for that part of an assistant turn and gets code 6 / 7), applies
 a role->weight table, and writes Arrow IPC stream shards plus a ``manifest.json`` built with the contract's own
 :class:`im_data.dataset.Manifest` (so it cannot drift from what `prepare` writes).
 """
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 
 from im_data.dataset import MANIFEST_FILE, Column, Counts, Manifest, ShardInfo, shard_path
 from im_data.policy import WeightPolicy
-from im_data.roles import ROLE_CODES, Role
+from im_data.roles import INSTRUCTION_MASK, OUTPUT_MASK, ROLE_CODES, Role
 from im_data.shards import SHARD_SCHEMA
 from im_data.tokenizer import tokenizer_fingerprint
 
@@ -74,8 +75,8 @@ def encode_conversation(tok, conv: Sequence[dict[str, str]], weights: np.ndarray
     roles_arr = np.asarray(roles, dtype=np.int8)
     w = weights[roles_arr].astype(np.float32)
     ids_arr = np.asarray(ids, dtype=np.int32)
-    n_instr = int(np.isin(roles_arr, [1, 2, 3]).sum())
-    n_out = int((roles_arr == 4).sum())
+    n_instr = int(INSTRUCTION_MASK[roles_arr].sum())
+    n_out = int(OUTPUT_MASK[roles_arr].sum())
     return {
         "input_ids": ids_arr.tolist(),
         "labels": np.where(w > 0, ids_arr, -100).astype(np.int32).tolist(),
