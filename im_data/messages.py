@@ -90,6 +90,8 @@ def message_fields(index: int, message: Mapping[str, Any]) -> Iterator[TextField
     content = message.get("content")
     if content:
         yield TextField(index, ("content",), content, role)
+    if len(message) == 2 and content is not None:  # {"role", "content"}: the common case
+        return
     reasoning = message.get(REASONING_KEY)
     if reasoning:
         yield TextField(index, (REASONING_KEY,), reasoning, "reasoning" if role == "assistant" else role)

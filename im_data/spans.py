@@ -191,7 +191,7 @@ class SpanFinder:
     def _build(self, conversation: Conversation, fields: Sequence[TextField]) -> _Skeleton:
         skeleton_text = self._render(self._probe(conversation, fields))
         occ = self._occurrences(skeleton_text, fields, conversation)
-        self._check_opaque(conversation, skeleton_text)
+        self._check_opaque(conversation, fields, skeleton_text)
         bounds = [0] + [x for s, e, _ in occ for x in (s, e)] + [len(skeleton_text)]
         literals = tuple(skeleton_text[bounds[2 * k]:bounds[2 * k + 1]] for k in range(len(occ) + 1))
         transforms = self._edge_transforms(conversation, fields, literals, [n for _, _, n in occ])
@@ -230,11 +230,13 @@ class SpanFinder:
                 raise _unrendered(self.template, _describe(f, conversation), f.path[0])
         return occ
 
-    def _check_opaque(self, conversation: Conversation, skeleton_text: str) -> None:
+    def _check_opaque(self, conversation: Conversation, fields: Sequence[TextField], skeleton_text: str) -> None:
         """Values that are not text (tools, documents, tool-call arguments, extra non-text fields) cannot carry a
         sentinel: the render without each of them must differ from the render with it."""
-        probe_fields = [f for j, m in enumerate(conversation.messages) for f in message_fields(j, m)]
-        base = self._probe(conversation, probe_fields)
+        if conversation.tools is None and conversation.documents is None and all(
+                len(m) == 2 for m in conversation.messages):
+            return
+        base = self._probe(conversation, fields)
         for name in ("tools", "documents"):
             if getattr(conversation, name) is None or name in self.allow_unrendered:
                 continue
