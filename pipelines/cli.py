@@ -49,7 +49,7 @@ def setup_logging(verbose: bool = False) -> None:
         root.setLevel(logging.INFO if verbose else logging.WARNING)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
-    logging.getLogger("im_data").setLevel(logging.INFO)
+    logging.getLogger("im_data").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def version() -> str:

@@ -31,6 +31,7 @@ class PrepareConfig:
     run_buffer_bytes: int = 16 << 20          # rows buffered per writer before a sorted run is spilled
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
+    progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -207,7 +207,9 @@ class EncodeExamples(beam.PTransform):
         self.config = config
 
     def expand(self, records):
-        return (records
-                | "Batch" >> beam.BatchElements(min_batch_size=self.config.batch_size,
-                                                max_batch_size=self.config.batch_size)
-                | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows"))
+        from .progress import report_progress
+
+        batches = records | "Batch" >> beam.BatchElements(min_batch_size=self.config.batch_size,
+                                                          max_batch_size=self.config.batch_size)
+        batches = report_progress(batches, self.config.progress_dir, "batch", "ProgressRead")
+        return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows")

@@ -27,9 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a prepared shard directory (with manifest.json) or a raw input in any format prepare reads")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, default=None, metavar="N",
-                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order) (default: 0)")
-    which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id (default: use --index)")
-    p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page (default: none)")
+                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order) "
+                            "(default: 0)")
+    which.add_argument("--example-id", default=None, metavar="ID",
+                       help="the example with this example_id (default: use --index)")
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="also write the view as a standalone HTML page (default: none)")
     p.add_argument("--tokens", action="store_true",
                    help="print one plain line per token (position, text, id, role, weight) instead of the view "
                         "(default: off)")

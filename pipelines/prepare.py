@@ -112,15 +112,17 @@ def execute(config, runner: RunnerOptions, pipeline_options: Any = None) -> None
     run_beam(runner, pipeline_options, lambda p: build_pipeline(p, config))
 
 
-def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResult:
+def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=None) -> PrepareResult:
     """Plan, run and publish one ``prepare`` run; the public library entry point.
 
     ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags
-    (``["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]``). Raises
-    :class:`pipelines.options.UsageError` for anything the user must fix before the run starts."""
+    (``["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]``). ``progress``: a
+    :class:`pipelines.progress.ProgressDisplay` (default: none). Raises :class:`pipelines.options.UsageError` for
+    anything the user must fix before the run starts."""
     import im_data
 
     from .manifest import build_manifest, make_work_dir, publish, read_summary
+    from .progress import watching
 
     start = time.perf_counter()
     options = config
@@ -129,8 +131,11 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     try:
         started = time.perf_counter()
-        execute(stage_config, options.runner, pipeline_options)
+        with watching(progress, stage_config.sources, num_shards=stage_config.num_shards) as progress_dir:
+            execute(dataclasses.replace(stage_config, progress_dir=progress_dir), options.runner, pipeline_options)
         pipeline_s = time.perf_counter() - started
+        if progress is not None:
+            progress.phase(f"publishing to {stage_config.output_dir}")
         summary = read_summary(work_dir)
         manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
                                   inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__)
@@ -144,6 +149,15 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
                          pipeline_s=pipeline_s, tokens_per_s=tokens / wall if wall > 0 else 0.0)
 
 
+def describe_policy(policy: dict[str, Any]) -> str:
+    """``im (system 1, user 1, tool 1, assistant 1, assistant_end 1)``: the policy name and its non-zero weights."""
+    from im_data import ROLE_LABELS
+
+    weights = ", ".join(f"{r} {policy[r]:g}" for r in ROLE_LABELS if policy.get(r))
+    last = "; last assistant turn only" if policy.get("last_assistant_only") else ""
+    return f"{policy.get('name', '?')} ({weights}{last})"
+
+
 def print_summary(result: PrepareResult, file=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -153,6 +167,11 @@ def print_summary(result: PrepareResult, file=None) -> None:
     table = Table(title=f"im-data prepare → {result.output_dir}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
+    policy = m.get("policy") or {}
+    table.add_row("output", result.output_dir)
+    table.add_row("mode / policy", describe_policy(policy))
+    table.add_row("tokenizer", str((m.get("tokenizer") or {}).get("name_or_path", "?")))
+    table.add_row("chat template", str((m.get("chat_template") or {}).get("name", "?")))
     table.add_row("read", f"{c['read']:,}")
     table.add_row("written", f"{c['written']:,}")
     table.add_row("rejected", f"{c['rejected']:,}")
@@ -172,9 +191,12 @@ def print_summary(result: PrepareResult, file=None) -> None:
 
 
 def command(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from .progress import ProgressDisplay
+
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
-    result = prepare(options_from_args(args), beam_args)
+    progress = ProgressDisplay("im-data prepare", mode="off" if args.quiet else "auto")
+    result = prepare(options_from_args(args), beam_args, progress=progress)
     if not args.quiet:
         print_summary(result)
     return 0
