@@ -94,6 +94,8 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         "max_length": encoder_meta["max_length"],
         "truncation": encoder_meta["truncation"],
         "allow_special_tokens": encoder_meta.get("allow_special_tokens", False),
+        "allow_unrendered": encoder_meta.get("allow_unrendered", []),
+        "split_inline_reasoning": encoder_meta.get("split_inline_reasoning", False),
         "format": fmt,
         "columns": [{"name": f.name, "type": str(f.type)} for f in SCHEMA],
         "counts": counts,
