@@ -177,8 +177,9 @@ def test_chat_template_kwargs_reach_the_template_and_the_metadata(default_tokeni
                   chat_template_kwargs={"enable_thinking": False})
     assert "<think>" not in on.encode(rec).text
     assert "<think>\n\n</think>\n\n" in off.encode(rec).text
-    assert off.metadata()["chat_template_kwargs"] == {"enable_thinking": False}
-    assert on.metadata()["chat_template_kwargs"] == {}
+    assert off.metadata()["chat_template"]["kwargs"] == {"enable_thinking": False}
+    assert on.metadata()["chat_template"]["kwargs"] == {}
+    assert off.metadata()["chat_template"]["fingerprint"] != on.metadata()["chat_template"]["fingerprint"]
     # a record's own chat_template_kwargs win over the encoder's
     assert "<think>" in on.encode({**rec, "chat_template_kwargs": {"enable_thinking": False}}).text
 
