@@ -232,6 +232,8 @@ class Manifest:
     max_length: int | None = None
     truncation: str = "keep_start"
     allow_special_tokens: bool = False
+    allow_unrendered: tuple[str, ...] = ()
+    split_inline_reasoning: bool = False
     eval_fraction: float = 0.0
     stats: str = STATS_FILE
     card: str | None = CARD_FILE
@@ -293,6 +295,8 @@ class Manifest:
                 max_length=d.get("max_length"),
                 truncation=str(d.get("truncation", "keep_start")),
                 allow_special_tokens=bool(d.get("allow_special_tokens", False)),
+                allow_unrendered=tuple(str(f) for f in d.get("allow_unrendered") or ()),
+                split_inline_reasoning=bool(d.get("split_inline_reasoning", False)),
                 eval_fraction=float(d.get("eval_fraction", 0.0)),
                 stats=_check_rel_path(d.get("stats", STATS_FILE), w),
                 card=d.get("card"),
@@ -320,6 +324,8 @@ class Manifest:
             "max_length": self.max_length,
             "truncation": self.truncation,
             "allow_special_tokens": self.allow_special_tokens,
+            "allow_unrendered": list(self.allow_unrendered),
+            "split_inline_reasoning": self.split_inline_reasoning,
             "format": self.format,
             "columns": [c.to_dict() for c in self.columns],
             "counts": self.counts.to_dict(),

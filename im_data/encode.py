@@ -18,6 +18,7 @@ per-record path (:meth:`Encoder.encode`) is the same code on a batch of one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -368,17 +369,22 @@ class Encoder:
         return {
             "tokenizer": {"name_or_path": getattr(self.tokenizer, "name_or_path", None),
                           "fingerprint": tokenizer_fingerprint(self.tokenizer)},
-            "chat_template": {"name": self.template.name, "sha256": self.template.sha256},
+            "chat_template": {"name": self.template.name, "sha256": self.template.sha256,
+                              "kwargs": self.chat_template_kwargs, "fingerprint": self._template_fingerprint()},
             "policy": self.policy.to_dict(),
             "policy_fingerprint": self.policy.fingerprint,
             "role_codes": dict(ROLE_CODES),
             "max_length": self.max_length,
             "truncation": self.truncation,
             "allow_special_tokens": self.allow_special_tokens,
-            "chat_template_kwargs": self.chat_template_kwargs,
             "allow_unrendered": list(self.allow_unrendered),
             "split_inline_reasoning": self.format_options.split_inline_reasoning,
         }
+
+    def _template_fingerprint(self) -> str:
+        """16 hex digits over the template source and the chat template kwargs: what the render depends on."""
+        kwargs = json.dumps(self.chat_template_kwargs, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(f"{self.template.sha256}\n{kwargs}".encode("utf-8")).hexdigest()[:16]
 
     # -- internals ----------------------------------------------------------------------------
     def _rust(self):

@@ -15,7 +15,9 @@ Formats (auto-detected per record, or forced with :class:`FormatOptions`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import functools
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import RecordError
 from .messages import REASONING_KEY, Conversation, build_conversation, function_call_message
@@ -191,8 +193,8 @@ def read_conversation(record: Any, options: FormatOptions = FormatOptions()) -> 
                                       template_kwargs=record.get("chat_template_kwargs"))
     validate_messages(conversation.messages)
     used = _format_fields(fmt, options)
-    conversation.extra_fields = tuple(k for k, v in record.items()
-                                      if k not in used and k not in RECORD_METADATA_KEYS and v not in _EMPTY)
+    if len(record) > 1:
+        conversation.extra_fields = tuple(k for k, v in record.items() if k not in used and v not in _EMPTY)
     return conversation
 
 
@@ -205,14 +207,15 @@ RECORD_METADATA_KEYS = frozenset({"id", "uuid", "idx", "index", "dataset", "sour
 _RECORD_TEMPLATE_FIELDS = ("tools", "documents", "chat_template_kwargs")
 
 
-def _format_fields(fmt: str, options: FormatOptions) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def _format_fields(fmt: str, options: FormatOptions) -> frozenset[str]:
     """The record fields an input format reads."""
     fields = {"messages": [options.messages_field],
               "sharegpt": [options.conversations_field, options.system_field],
               "prompt_completion": [options.prompt_field, options.completion_field, options.system_field],
               "alpaca": [options.instruction_field, options.input_field, options.output_field,
                          options.system_field]}[fmt]
-    return {f for f in fields if f} | set(_RECORD_TEMPLATE_FIELDS)
+    return frozenset({f for f in fields if f} | set(_RECORD_TEMPLATE_FIELDS) | RECORD_METADATA_KEYS)
 
 
 def normalize_record(record: Any, options: FormatOptions = FormatOptions()) -> list[Message]:
@@ -230,9 +233,13 @@ def _with_system(record: Mapping, options: FormatOptions, messages: list[Message
 def validate_messages(messages: list[Message]) -> None:
     if not messages:
         raise RecordError("empty_conversation", "the conversation has no messages")
-    assistant = [m for m in messages if m["role"] == "assistant"]
-    if not assistant:
+    seen = False
+    for m in messages:
+        if m["role"] != "assistant":
+            continue
+        seen = True
+        if (m.get("content") or "").strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip():
+            return
+    if not seen:
         raise RecordError("no_assistant_turn", "the conversation has no assistant message")
-    if not any((m.get("content") or "").strip() or m.get("tool_calls") or (m.get(REASONING_KEY) or "").strip()
-               for m in assistant):
-        raise RecordError("empty_output", "every assistant message is empty")
+    raise RecordError("empty_output", "every assistant message is empty")

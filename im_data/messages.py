@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .errors import RecordError
 from .roles import MESSAGE_ROLES
@@ -54,8 +55,7 @@ RECORD_TEMPLATE_FIELDS = ("tools", "documents")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
-@dataclasses.dataclass(frozen=True)
-class TextField:
+class TextField(NamedTuple):
     """One text field of a conversation: where it is (``path`` into the message), what it holds, and the token
     role its rendered text takes."""
 
@@ -90,6 +90,8 @@ def message_fields(index: int, message: Mapping[str, Any]) -> Iterator[TextField
     content = message.get("content")
     if content:
         yield TextField(index, ("content",), content, role)
+    if len(message) == 2 and content is not None:  # {"role", "content"}: the common case
+        return
     reasoning = message.get(REASONING_KEY)
     if reasoning:
         yield TextField(index, (REASONING_KEY,), reasoning, "reasoning" if role == "assistant" else role)
@@ -125,12 +127,19 @@ def build_conversation(raw_messages: Sequence[Any], tools: Any = None, documents
                        where: str = "messages", split_inline_reasoning: bool = False,
                        template_kwargs: Any = None) -> Conversation:
     """Validate raw chat messages and bring them into the template's shape (see the module doc)."""
-    messages = [_message(raw, f"{where}[{i}]", split_inline_reasoning) for i, raw in enumerate(raw_messages)]
+    plain_roles = _PLAIN_ROLES_SPLIT if split_inline_reasoning else _PLAIN_ROLES
+    messages = [raw if (type(raw) is dict and len(raw) == 2 and type(raw.get("content")) is str
+                        and raw.get("role") in plain_roles)  # already in the template's shape
+                else _message(raw, f"{where}[{i}]", split_inline_reasoning) for i, raw in enumerate(raw_messages)]
     if template_kwargs is not None and not isinstance(template_kwargs, Mapping):
         raise RecordError("unknown_format", "chat_template_kwargs must be an object, got "
                                             f"{type(template_kwargs).__name__}")
     return Conversation(messages, _record_list(tools, "tools"), _record_list(documents, "documents"),
                         dict(template_kwargs) if template_kwargs else None)
+
+
+_PLAIN_ROLES = frozenset(MESSAGE_ROLES)
+_PLAIN_ROLES_SPLIT = _PLAIN_ROLES - {"assistant"}  # assistant content may hold <think> to split
 
 
 def _record_list(value: Any, field: str) -> list | None:

@@ -45,7 +45,8 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .errors import RecordError, TemplateError
 from .messages import REASONING_ALIASES, REASONING_KEY, Conversation, TextField, message_fields, opaque_fields
@@ -53,6 +54,7 @@ from .roles import ROLE_CODES, Role
 from .templates import ChatTemplate
 
 _SENTINEL = "\ue000{}\ue001"
+_CONTENT = ("content",)
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 PAD_LEFT, PAD_RIGHT = "\n \n", "\n\t\n"
 #: Edge transforms a template may apply to a field: keep the edge, strip newlines, strip all whitespace.
@@ -89,8 +91,7 @@ def _strip(value: str, left: int, right: int) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
-class RenderedConversation:
+class RenderedConversation(NamedTuple):
     """The rendered text and its labelled character spans.
 
     ``spans``: (start, end, key) with key = band + role code, in writing order (lower bands first);
@@ -142,7 +143,10 @@ class SpanFinder:
             if name not in self.allow_unrendered:
                 raise _unrendered(self.template, f"the record's field {name!r} (not part of the input format)", name)
         text = self._render(conversation)
-        fields = [f for j, m in enumerate(conversation.messages) for f in message_fields(j, m)]
+        fields = [TextField(j, _CONTENT, m["content"], m["role"]) if len(m) == 2 and "content" in m else None
+                  for j, m in enumerate(conversation.messages)]
+        if None in fields or not all(f.value for f in fields):  # not all plain and non-empty: the general way
+            fields = [f for j, m in enumerate(conversation.messages) for f in message_fields(j, m)]
         key = self._shape(conversation)
         skeleton = self._skeletons.get(key)
         if skeleton is None:
@@ -191,7 +195,7 @@ class SpanFinder:
     def _build(self, conversation: Conversation, fields: Sequence[TextField]) -> _Skeleton:
         skeleton_text = self._render(self._probe(conversation, fields))
         occ = self._occurrences(skeleton_text, fields, conversation)
-        self._check_opaque(conversation, skeleton_text)
+        self._check_opaque(conversation, fields, skeleton_text)
         bounds = [0] + [x for s, e, _ in occ for x in (s, e)] + [len(skeleton_text)]
         literals = tuple(skeleton_text[bounds[2 * k]:bounds[2 * k + 1]] for k in range(len(occ) + 1))
         transforms = self._edge_transforms(conversation, fields, literals, [n for _, _, n in occ])
@@ -230,11 +234,13 @@ class SpanFinder:
                 raise _unrendered(self.template, _describe(f, conversation), f.path[0])
         return occ
 
-    def _check_opaque(self, conversation: Conversation, skeleton_text: str) -> None:
+    def _check_opaque(self, conversation: Conversation, fields: Sequence[TextField], skeleton_text: str) -> None:
         """Values that are not text (tools, documents, tool-call arguments, extra non-text fields) cannot carry a
         sentinel: the render without each of them must differ from the render with it."""
-        probe_fields = [f for j, m in enumerate(conversation.messages) for f in message_fields(j, m)]
-        base = self._probe(conversation, probe_fields)
+        if conversation.tools is None and conversation.documents is None and all(
+                len(m) == 2 for m in conversation.messages):
+            return
+        base = self._probe(conversation, fields)
         for name in ("tools", "documents"):
             if getattr(conversation, name) is None or name in self.allow_unrendered:
                 continue
@@ -311,28 +317,28 @@ class SpanFinder:
         pos = len(literals[0])
         lit_start = [0]
         data = []
-        for k, (number, left, right) in enumerate(skeleton.occurrences):
+        startswith = text.startswith
+        for (number, left, right), following, key in zip(skeleton.occurrences, literals[1:],
+                                                         skeleton.occurrence_keys):
             value = fields[number].value
-            if UNKNOWN in (left, right) and value != value.strip():
-                raise TemplateError(f"chat template {self.template.name!r}: the whitespace at the edges of "
-                                    f"{_describe(fields[number], conversation)} cannot be placed exactly (the "
-                                    "template's text around it changes with it)")
-            rendered = _strip(value, left, right)
-            end = pos + len(rendered)
-            if not (text.startswith(rendered, pos) and text.startswith(literals[k + 1], end)):
+            if left or right:  # the template transforms the field's edges (KEEP is 0)
+                if UNKNOWN in (left, right) and value != value.strip():
+                    raise TemplateError(f"chat template {self.template.name!r}: the whitespace at the edges of "
+                                        f"{_describe(fields[number], conversation)} cannot be placed exactly (the "
+                                        "template's text around it changes with it)")
+                value = _strip(value, left, right)
+            end = pos + len(value)
+            if not (startswith(value, pos) and startswith(following, end)):
                 self._mismatch(fields[number], conversation)
-            data.append((pos, end, skeleton.occurrence_keys[k]))
-            pos = end + len(literals[k + 1])
+            data.append((pos, end, key))
+            pos = end + len(following)
             lit_start.append(end)
         if pos != len(text):
             self._mismatch(None, conversation)
-
-        def at(lit: int, off: int) -> int:
-            return lit_start[lit] + off
-
-        spans = [(at(a, oa), at(b, ob), key) for a, oa, b, ob, key in skeleton.regions]
-        after = tuple((at(a, oa), at(b, ob)) for a, oa, b, ob in skeleton.after)
-        return RenderedConversation(text, tuple(spans + data), after, at(*skeleton.last_start))
+        spans = [(lit_start[a] + oa, lit_start[b] + ob, key) for a, oa, b, ob, key in skeleton.regions]
+        after = tuple((lit_start[a] + oa, lit_start[b] + ob) for a, oa, b, ob in skeleton.after)
+        last_lit, last_off = skeleton.last_start
+        return RenderedConversation(text, tuple(spans + data), after, lit_start[last_lit] + last_off)
 
     def _mismatch(self, field: TextField | None, conversation: Conversation) -> None:
         where = _describe(field, conversation) if field is not None else "the conversation"

@@ -248,6 +248,8 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         max_length=encoder_meta["max_length"],
         truncation=encoder_meta["truncation"],
         allow_special_tokens=encoder_meta.get("allow_special_tokens", False),
+        allow_unrendered=tuple(encoder_meta.get("allow_unrendered", ())),
+        split_inline_reasoning=encoder_meta.get("split_inline_reasoning", False),
         eval_fraction=eval_fraction,
         package_version=package_version,
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 
@@ -57,8 +58,22 @@ class EncoderOptions:
     truncation: str = "keep_start"
     allow_special_tokens: bool = False
     format_options: FormatOptions = dataclasses.field(default_factory=FormatOptions)
+    #: ``{"enable_thinking": false}``...: given as a mapping or JSON text, kept as canonical JSON (hashable)
+    chat_template_kwargs: str = "{}"
+    allow_unrendered: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        kwargs = self.chat_template_kwargs
+        if not isinstance(kwargs, str):
+            kwargs = json.dumps(dict(kwargs or {}), sort_keys=True)
+        try:
+            parsed = json.loads(kwargs or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--chat-template-kwargs must be a JSON object: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"--chat-template-kwargs must be a JSON object, got {type(parsed).__name__}")
+        object.__setattr__(self, "chat_template_kwargs", json.dumps(parsed, sort_keys=True))
+        object.__setattr__(self, "allow_unrendered", tuple(self.allow_unrendered))
         if not isinstance(self.policy, WeightPolicy):
             raise TypeError(f"policy must be an im_data.WeightPolicy, got {type(self.policy).__name__}")
         if not isinstance(self.format_options, FormatOptions):
@@ -88,7 +103,9 @@ class EncoderOptions:
         tok = tokenizer if tokenizer is not None else self.load_tokenizer()
         encoder = Encoder(tok, chat_template=self.chat_template, policy=self.policy, max_length=self.max_length,
                           truncation=self.truncation, allow_special_tokens=self.allow_special_tokens,
-                          format_options=self.format_options)
+                          format_options=self.format_options,
+                          chat_template_kwargs=json.loads(self.chat_template_kwargs),
+                          allow_unrendered=self.allow_unrendered)
         check_template(encoder.template)
         return encoder
 
@@ -227,6 +244,14 @@ def add_encoder_arguments(p: argparse.ArgumentParser, *, policy: bool = True) ->
                         "(default: keep_start)")
     p.add_argument("--allow-special-tokens", action="store_true",
                    help="accept special-token strings inside message content (default: rejected)")
+    p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                   help='extra variables for the chat template, e.g. \'{"enable_thinking": false}\' (default: none)')
+    p.add_argument("--split-inline-reasoning", action="store_true",
+                   help="split <think>...</think> at the start of assistant content into its reasoning "
+                        "(default: off)")
+    p.add_argument("--allow-unrendered", action="append", default=None, metavar="FIELD",
+                   help="accept records whose FIELD (e.g. reasoning_content, tools) the template does not render; "
+                        "repeatable (default: such records are rejected as unrendered_field)")
     p.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                    help="record format (default: auto, detected per record)")
     p.add_argument("--columns", nargs="+", default=None, metavar="KEY=NAME",
@@ -259,7 +284,10 @@ def encoder_options_from_args(args: argparse.Namespace) -> EncoderOptions:
         return EncoderOptions(
             tokenizer=args.tokenizer, chat_template=args.chat_template, policy=policy, max_length=args.max_length,
             truncation=args.truncation, allow_special_tokens=args.allow_special_tokens,
-            format_options=FormatOptions.from_cli(args.input_format, args.columns))
+            format_options=dataclasses.replace(FormatOptions.from_cli(args.input_format, args.columns),
+                                               split_inline_reasoning=args.split_inline_reasoning),
+            chat_template_kwargs=args.chat_template_kwargs or "{}",
+            allow_unrendered=tuple(args.allow_unrendered or ()))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
 
