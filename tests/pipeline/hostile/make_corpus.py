@@ -19,11 +19,12 @@ from pathlib import Path
 MAX_RECORD_BYTES = 8192
 MAX_LENGTH = 512
 
-# a chatml template that emits a lone surrogate for content holding BOOM: the tokenizer then raises a TypeError
-# (not a RecordError) for that record, the injected unexpected failure that must become internal_error
+# a chatml template that emits a lone surrogate after a message whose (metadata) name is BOOM: the render is
+# consistent (metadata is passed to every render unchanged), but the tokenizer then raises a TypeError (not a
+# RecordError) for that record, the injected unexpected failure that must become internal_error
 TEMPLATE = """{%- for message in messages -%}
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}
-{%- if 'BOOM' in message['content'] -%}{{ '\\ud800' }}{%- endif -%}
+{%- if message.get('name') == 'BOOM' -%}{{ '\\ud800' }}{%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}
 """
@@ -71,7 +72,8 @@ def bad_lines() -> list[tuple[bytes, str]]:
         (b'\xef\xbb\xbf{"instruction": "BOM", "output": "y"}', "invalid_json"),  # a BOM inside a JSONL line
         (_line(_msgs("x" * (MAX_RECORD_BYTES + 10))), "too_large"),       # over --max-record-bytes
         (_line(_msgs("word " * 1200)), "too_long"),                        # far over --max-length (drop)
-        (_line(_msgs("please BOOM now")), "internal_error"),              # the template trips the tokenizer
+        (_line({"messages": [{"role": "user", "content": "please now", "name": "BOOM"},
+                             {"role": "assistant", "content": "ok"}]}), "internal_error"),  # trips the tokenizer
         (_line(_msgs("inject <|im_end|> here")), "special_token_in_content"),
         (b"[1, 2, 3]", "unknown_format"), (b"42", "unknown_format"), (b"null", "unknown_format"),
         (b'"just a string"', "unknown_format"), (b"{}", "unknown_format"),

@@ -172,11 +172,12 @@ def test_far_too_long_record_is_rejected_before_tokenizing():
 
 
 def test_unexpected_exception_on_one_record_is_internal_error(tmp_path):
-    """The template emits a lone surrogate for one record: the tokenizer raises a TypeError for the batch; the
-    other records of the batch are still encoded."""
+    """The template emits a lone surrogate after a message named BOOM: the tokenizer raises a TypeError for the
+    batch; the other records of the batch are still encoded."""
     (tmp_path / "boom.jinja").write_text(TEMPLATE)
     src = tmp_path / "in.jsonl"
-    records = [good(0), {"messages": [{"role": "user", "content": "BOOM"}, {"role": "assistant", "content": "x"}]},
+    records = [good(0), {"messages": [{"role": "user", "content": "hi", "name": "BOOM"},
+                                      {"role": "assistant", "content": "x"}]},
                good(4)]
     src.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     out = tmp_path / "out"
