@@ -25,8 +25,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import RecordError
+from .errors import RecordError, internal_error
 from .formats import FormatOptions, normalize_record
+from .limits import LengthBound, check_length_bound
 from .policy import WeightPolicy
 from .roles import INSTRUCTION_MASK, NUM_ROLES, ROLE_CODES, Role
 from .templates import ChatTemplate, RenderedConversation, find_spans, render_empty
@@ -162,6 +163,7 @@ class Encoder:
         self._weights = self.policy.weights_array()
         self._byte_len = _byte_length_table(self._backend, len(self._is_special))
         self._id_to_token = None
+        self._length_bound = LengthBound.of(max_length, truncation, self._byte_len)  # too_long before tokenizing
 
     # -- public API ---------------------------------------------------------------------------
     def encode(self, record: Mapping[str, Any]) -> EncodedExample:
@@ -204,9 +206,14 @@ class Encoder:
                 messages = normalize_record(record, self.format_options)
                 convs.append(find_spans(self.template, messages, self._special_tokens, self._empty_render,
                                         self._skeletons))
+                check_length_bound(convs[-1].text, self._length_bound)
                 index.append(i)
             except RecordError as exc:
                 results[i] = exc
+                del convs[len(index):]  # a conversation rejected after rendering (length bound)
+            except Exception as exc:  # noqa: BLE001 - one record never kills a batch
+                results[i] = internal_error(exc)
+                del convs[len(index):]
         return PreparedBatch(results, index, convs)
 
     def tokenize(self, prepared: "PreparedBatch") -> list[Any]:

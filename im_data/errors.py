@@ -21,6 +21,8 @@ REASONS: dict[str, str] = {
     "too_long": "the record exceeds max_length (truncation=drop), or truncation cut its output to nothing",
     "no_trainable_tokens": "no token has a positive loss weight",
     "read_error": "the input could not be read (missing, unreadable or corrupt file)",
+    "too_large": "the raw record is larger than max_record_bytes (checked while reading, before parsing)",
+    "internal_error": "an unexpected exception while processing this record (its type and message are given)",
 }
 
 
@@ -36,6 +38,13 @@ class RecordError(ValueError):
 
     def __reduce__(self):  # picklable across Beam/Dask workers
         return (RecordError, (self.reason, self.message))
+
+
+def internal_error(exc: BaseException) -> RecordError:
+    """An unexpected exception on one record, as a reject naming the exception (never a dead job)."""
+    text = str(exc).splitlines()[0][:500] if str(exc) else ""
+    kind = type(exc).__qualname__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__qualname__}"
+    return RecordError("internal_error", f"{kind}: {text}".strip())
 
 
 class TemplateError(RecordError):

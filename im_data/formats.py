@@ -15,16 +15,12 @@ Formats (auto-detected per record, or forced with :class:`FormatOptions`):
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping
 
 from .errors import RecordError
 from .roles import MESSAGE_ROLES
 
-try:  # optional speed-up for parse_json_line
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - exercised where orjson is absent
-    _orjson = None
+import orjson
 
 FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "sharegpt")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -70,25 +66,23 @@ class FormatOptions:
 
 
 def parse_json_line(line: bytes | str) -> Any:
-    """Decode one JSONL line; raise ``invalid_json`` for bad UTF-8 or bad JSON (never anything else).
+    """Decode one JSON record strictly; raise ``invalid_json`` for anything else (never another exception).
 
-    Valid lines are parsed by orjson when it is installed (several times faster); anything orjson refuses is
-    judged by the standard library, so what is accepted (NaN, huge integers) does not depend on orjson.
+    orjson is strict: invalid UTF-8, lone surrogates (also as ``\\ud800`` escapes), ``NaN``/``Infinity``, numbers
+    that overflow a double (e.g. integer literals of thousands of digits) and nesting deeper than 1024 are all
+    refused, so nothing the reader accepts can later fail in the tokenizer or the reject writer.
     """
-    if _orjson is not None:
-        try:
-            return _orjson.loads(line)
-        except (_orjson.JSONDecodeError, TypeError):
-            pass
-    if isinstance(line, (bytes, bytearray)):
-        try:
-            line = bytes(line).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RecordError("invalid_json", f"not valid UTF-8: {exc}") from None
     try:
-        return json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(line, (bytes, bytearray, memoryview)):
+            try:
+                bytes(line).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise RecordError("invalid_json", f"not valid UTF-8: {bad}") from None
         raise RecordError("invalid_json", f"not valid JSON: {exc}") from None
+    except TypeError as exc:
+        raise RecordError("invalid_json", f"not valid JSON: {type(exc).__name__}: {exc}") from None
 
 
 def detect_format(record: Any, options: FormatOptions = FormatOptions()) -> str:

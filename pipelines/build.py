@@ -112,7 +112,7 @@ def _tag(kind: str):
 
 def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PCollection]:
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
-    records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes)
+    records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
     encoded = records | "EncodeExamples" >> EncodeExamples(config)
     shards = encoded.rows | "WriteShards" >> WriteShards(config)
     stats = encoded.stats | "ComputeStats" >> ComputeStats()

@@ -30,6 +30,7 @@ class PrepareConfig:
     batch_size: int = 1024                     # max records per encode batch (BatchElements)
     run_buffer_bytes: int = 16 << 20          # rows buffered per writer before a sorted run is spilled
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
+    max_record_bytes: int = 16 << 20          # a larger raw record is rejected too_large while reading
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
     eval_fraction: float = 0.0                # share of examples in the evaluation split (by example_id)
     eval_split: str = "test"                  # the evaluation split's name
@@ -39,6 +40,8 @@ class PrepareConfig:
             raise ValueError(f"--format must be one of {FORMATS}, got {self.format!r}")
         if self.num_shards < 1:
             raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if self.max_record_bytes < 1:
+            raise ValueError(f"--max-record-bytes must be >= 1, got {self.max_record_bytes}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import apache_beam as beam
+import orjson
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -47,22 +48,49 @@ def get_encoder(config: PrepareConfig):
 
 
 def raw_for_reject(payload: Any) -> dict[str, Any]:
-    """The raw record as JSON-friendly fields: ``raw`` (text or value) and ``raw_base64`` for non-UTF-8 bytes."""
-    if isinstance(payload, (bytes, bytearray)):
+    """The raw record as strict-JSON fields: ``raw``, the original bytes as a UTF-8 string, or base64 with
+    ``raw_encoding: "base64"`` where they are not UTF-8; a decoded row (Parquet, datasets) as its JSON text."""
+    if payload is None or isinstance(payload, str):
+        return {"raw": payload}
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        data = bytes(payload)
         try:
-            return {"raw": bytes(payload).decode("utf-8")}
+            return {"raw": data.decode("utf-8")}
         except UnicodeDecodeError:
-            return {"raw": bytes(payload).decode("utf-8", errors="replace"),
-                    "raw_base64": base64.b64encode(bytes(payload)).decode("ascii")}
-    return {"raw": payload}
+            return {"raw": base64.b64encode(data).decode("ascii"), "raw_encoding": "base64"}
+    try:
+        return {"raw": orjson.dumps(payload, default=repr, option=orjson.OPT_NON_STR_KEYS
+                                    | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS).decode("utf-8")}
+    except (TypeError, orjson.JSONEncodeError):
+        return {"raw": repr(payload)[:1 << 20]}
 
 
 def make_reject(rec: RawRecord, error, raw: Any) -> dict[str, Any]:
-    """One dead letter: reason code, message, source, index and the raw record."""
+    """One dead letter: reason code, message, source, index and the raw record (``rec.raw`` if the reader kept
+    only a prefix of it, e.g. for ``too_large``)."""
     out = {"reason": error.reason, "message": error.message, "source": rec.source, "index": rec.index,
            "example_id": example_id(rec.source, rec.index) if rec.index is not None else None}
+    if rec.raw is not None:
+        raw, out["raw_truncated"] = rec.raw, True
     out.update(raw_for_reject(raw))
     return out
+
+
+def parse_payload(rec: RawRecord) -> Any:
+    """The record's decoded value; raises its ``RecordError`` (read errors, bad JSON) or ``internal_error``."""
+    from im_data import RecordError, parse_json_line
+    from im_data.errors import internal_error
+
+    if isinstance(rec.payload, RecordError):
+        raise rec.payload
+    try:
+        if isinstance(rec.payload, (bytes, bytearray, str)):
+            return parse_json_line(rec.payload)
+        return rec.payload
+    except RecordError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one record never kills a job
+        raise internal_error(exc) from None
 
 
 class _Progress:
@@ -103,21 +131,15 @@ class _EncodeBatchFn(beam.DoFn):
         self.pending = None
 
     def process(self, batch: list[RawRecord]) -> Iterator[Any]:
-        from im_data import RecordError, parse_json_line
+        from im_data import RecordError
 
         todo: list[tuple[RawRecord, Any]] = []
         for rec in batch:
-            payload = rec.payload
-            if isinstance(payload, RecordError):
-                yield pvalue.TaggedOutput(REJECTS, make_reject(rec, payload, None))
-                continue
-            if isinstance(payload, (bytes, bytearray, str)):
-                try:
-                    payload = parse_json_line(payload)
-                except RecordError as exc:
-                    yield pvalue.TaggedOutput(REJECTS, make_reject(rec, exc, payload))
-                    continue
-            todo.append((rec, payload))
+            try:
+                todo.append((rec, parse_payload(rec)))
+            except RecordError as exc:
+                raw = None if isinstance(rec.payload, RecordError) else rec.payload
+                yield pvalue.TaggedOutput(REJECTS, make_reject(rec, exc, raw))
         if not todo:
             return
         prepared = self.encoder.prepare([p for _, p in todo])
@@ -139,11 +161,11 @@ class _EncodeBatchFn(beam.DoFn):
         from im_data import LengthStats, RecordError
         from im_data.shards import examples_to_record_batch
 
-        results = self.encoder.complete(prepared, future.result())
+        results = self._results(todo, prepared, future)
         good, ids = [], []
-        for (rec, payload), res in zip(todo, results):
+        for (rec, _), res in zip(todo, results):
             if isinstance(res, RecordError):
-                yield pvalue.TaggedOutput(REJECTS, make_reject(rec, res, payload))
+                yield pvalue.TaggedOutput(REJECTS, make_reject(rec, res, rec.payload))
             else:
                 good.append(res)
                 ids.append(example_id(rec.source, rec.index))
@@ -154,6 +176,23 @@ class _EncodeBatchFn(beam.DoFn):
             stats.add_examples(good)
             yield pvalue.TaggedOutput(STATS, stats)
         self.progress.add(len(todo), sum(len(e) for e in good))
+
+
+    def _results(self, todo, prepared, future) -> list:
+        """The batch's results; if the batch fails as a whole (tokenizer or numpy stage), its records are encoded
+        one by one so that only the failing ones become ``internal_error`` rejects."""
+        try:
+            return self.encoder.complete(prepared, future.result())
+        except Exception:  # noqa: BLE001
+            return [self._encode_one(payload) for _, payload in todo]
+
+    def _encode_one(self, payload):
+        from im_data.errors import internal_error
+
+        try:
+            return self.encoder.encode_batch([payload])[0]
+        except Exception as exc:  # noqa: BLE001 - one record never kills a job
+            return internal_error(exc)
 
 
 class EncodeExamples(beam.PTransform):

@@ -20,6 +20,7 @@ import re
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
 from im_data.templates import ChatTemplate
 
@@ -114,9 +115,12 @@ class PrepareOptions:
     eval_fraction: float = 0.0          # share of examples in the evaluation split, chosen by example id
     eval_split: str = "test"            # its name
     max_reject_rate: float = 1.0        # fail (exit 3, nothing published) above this share of rejected records
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.max_record_bytes < 1:
+            raise ValueError(f"--max-record-bytes must be >= 1, got {self.max_record_bytes}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == "train":
@@ -236,6 +240,20 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
 
 def runner_options_from_args(args: argparse.Namespace) -> RunnerOptions:
     return RunnerOptions(runner=args.runner, dask_address=args.dask_address, dask_workers=args.dask_workers)
+
+
+def parse_size(text: str) -> int:
+    """A byte count with an optional binary suffix: ``4096``, ``64K``, ``16M``/``16MiB``, ``1G``.
+
+    >>> parse_size("16MiB"), parse_size("64k"), parse_size("100")
+    (16777216, 65536, 100)
+    """
+    s = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1:], 1)
+    try:
+        return int(s[:-1] if scale > 1 else s) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4096, 64K, 16M or 1G, got {text!r}") from None
 
 
 def usage_error(exc: BaseException) -> UsageError:

@@ -14,8 +14,11 @@ import sys
 import time
 from typing import Any
 
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES
+
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
-                      add_runner_arguments, encoder_options_from_args, runner_options_from_args, usage_error)
+                      add_runner_arguments, encoder_options_from_args, parse_size, runner_options_from_args,
+                      usage_error)
 
 LOG = logging.getLogger("im_data.prepare")
 
@@ -47,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_encoder_arguments(p)
     p.add_argument("--format", choices=SHARD_FORMATS, default="arrow", help="shard format (default: arrow)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
+    p.add_argument("--max-record-bytes", type=parse_size, default=DEFAULT_MAX_RECORD_BYTES, metavar="SIZE",
+                   help="reject a raw record (a line, an array element) larger than this as too_large, while reading "
+                        "and before parsing; e.g. 4096, 64K, 16M (default: 16M)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier im-data output in DIR, deleting only the files its manifest lists; a "
                         "folder holding anything else is refused (default: off)")
@@ -79,7 +85,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         return PrepareOptions(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
                               num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
                               runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
-                              eval_split=args.eval_split, max_reject_rate=args.max_reject_rate)
+                              eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
+                              max_record_bytes=args.max_record_bytes)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -108,7 +115,8 @@ def plan(options: PrepareOptions):
         config = PrepareConfig(sources=sources, work_dir="", output_dir=storage.normalize(options.output),
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
                                batch_size=options.batch_size, eval_fraction=options.eval_fraction,
-                               eval_split=options.eval_split)
+                               eval_split=options.eval_split,
+                               max_record_bytes=options.max_record_bytes)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     return config, encoder.metadata()
@@ -136,12 +144,14 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
 
     from .manifest import (OutputError, add_reject_tables, build_manifest, keep_failed_run, make_work_dir, publish,
                            read_summary, remove_stale_runs)
+    from .signals import remove_on_signal
 
     start = time.perf_counter()
     options = config
     stage_config, meta = plan(options)
     remove_stale_runs(stage_config.output_dir)
     work_dir = make_work_dir(stage_config.output_dir)
+    remove_on_signal(work_dir)
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     keep = False
     try:
@@ -239,8 +249,11 @@ def print_summary(result: PrepareResult, file=None) -> None:
 def command(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
+    from .signals import stop_on_signals
+
     try:
-        result = prepare(options_from_args(args), beam_args)
+        with stop_on_signals("im-data prepare"):  # SIGTERM/SIGINT: temporary folder removed, one line, 143/130
+            result = prepare(options_from_args(args), beam_args)
     except UsageError as exc:
         print(f"im-data prepare: error: {exc}", file=sys.stderr)
         return 2

@@ -18,19 +18,31 @@ array) yields one ``read_error`` record; a missing input is a job-level :class:`
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import gzip
+import io
 import json
+import logging
 import os
+import stat
+from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
+
+from im_data import storage
+from im_data.errors import RecordError
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES
+
+from .json_stream import RAW_PREFIX_BYTES, iter_array_elements, skip_whitespace
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FILE_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES
 ROWS_PER_BATCH = 1024
+LOG = logging.getLogger("im_data.prepare")
 
 
 class InputError(RuntimeError):
@@ -60,7 +72,8 @@ class Split:
 class RawRecord:
     source: str
     index: int | None    # None only for a read_error that concerns a whole file
-    payload: Any         # bytes (a JSONL line), a dict/list/... (a decoded record) or a RecordError
+    payload: Any         # bytes (a JSONL line, a JSON array element), a dict (a decoded row) or a RecordError
+    raw: bytes | None = None  # with a RecordError: the prefix of the record that was read (e.g. too_large)
 
 
 # --------------------------------------------------------------------------------------------------- specs
@@ -85,20 +98,117 @@ def _file_kind(path: str) -> str | None:
     return None
 
 
+def _dataset_dict_splits(path: str) -> list[str]:
+    """The split names of a saved ``DatasetDict``; a malformed ``dataset_dict.json`` is an :class:`InputError`."""
+    meta = os.path.join(path, "dataset_dict.json")
+    try:
+        with open(meta, "rb") as f:
+            data = json.loads(f.read(1 << 20))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{meta}: cannot be read as JSON ({exc})") from None
+    splits = data.get("splits") if isinstance(data, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(s, str) and s and s not in (".", "..") and "/" not in s
+                                               and "\\" not in s for s in splits):
+        raise InputError(f'{meta}: expected {{"splits": [names of split folders]}}, found '
+                         f"{json.dumps(data)[:80]}; re-save the dataset with save_to_disk")
+    return splits
+
+
 def _disk_sources(path: str) -> list[Source]:
     label = os.path.normpath(path)
     if os.path.isfile(os.path.join(path, "dataset_dict.json")):
-        with open(os.path.join(path, "dataset_dict.json")) as f:
-            splits = json.load(f).get("splits", [])
-        return [Source("disk", path, f"{label}[{s}]", split=s) for s in splits]
+        return [Source("disk", path, f"{label}[{s}]", split=s) for s in _dataset_dict_splits(path)]
     if os.path.isfile(os.path.join(path, "state.json")):
         return [Source("disk", path, label)]
     raise InputError(f"{path}: a directory that is not a dataset saved with save_to_disk")
 
 
+def _glob(pattern: str) -> list[str]:
+    """Sorted matches of a glob. ``**`` is expanded by pathlib, which does not follow symbolic links to
+    directories (``glob.glob`` does, and a symlink loop makes it run for ever)."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = Path(pattern).parts
+    k = next(i for i, part in enumerate(parts) if _has_glob(part))
+    base = Path(*parts[:k]) if k else Path(".")
+    return sorted(str(p) if k else os.path.normpath(str(p)) for p in base.glob("/".join(parts[k:])))
+
+
+def _stat_input(path: str) -> os.stat_result:
+    """``os.stat`` (following links) with one-line errors; refuses FIFOs, devices and sockets up front (reading
+    them would hang or never end)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path}: a symbolic link loop") from None
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise InputError(f"{path}: not a regular file or directory (a FIFO, device or socket); "
+                         "copy the data to a file first")
+    return st
+
+
+def _matches(spec: str) -> list[str] | None:
+    """Paths a local spec names (None: not local, a hub dataset); raises :class:`InputError` if none."""
+    expanded = os.path.expanduser(spec)
+    if _has_glob(expanded):
+        matches = _glob(expanded)
+        if not matches:
+            raise InputError(f"{spec}: no file matches this pattern")
+        return matches
+    if os.path.lexists(expanded):
+        return [expanded]
+    if not _looks_local(spec):
+        return None
+    raise InputError(f"{spec}: no such file or directory")
+
+
+def _open(path: str):
+    """A local file or a URL (``s3://``, ``gs://``, ...: see :mod:`im_data.storage`), opened for binary reading
+    (a URL's file behind an ``io.BufferedReader``, for ``readline(limit)``)."""
+    if storage.is_url(path):
+        return io.BufferedReader(storage.open_file(path, "rb"), buffer_size=1 << 20)
+    return open(path, "rb")
+
+
+def _gzip_open(path: str, mode: str = "rb"):
+    return gzip.GzipFile(fileobj=_open(path), mode=mode) if storage.is_url(path) else gzip.open(path, mode)
+
+
+def _url_sources(spec: str) -> list[Source]:
+    """Files on object storage: a URL, or a glob of URLs (``s3://bucket/raw/*.jsonl``); labelled by their URL."""
+    fs, path = storage.filesystem(spec)
+    fs.invalidate_cache()
+    try:
+        if _has_glob(spec):
+            matches = [fs.unstrip_protocol(m) for m in sorted(fs.glob(path))]
+            if not matches:
+                raise InputError(f"{spec}: no file matches this pattern")
+        elif fs.isfile(path):
+            matches = [spec]
+        else:
+            raise InputError(f"{spec}: no such file")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{spec}: cannot be listed ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    out = []
+    for url in matches:
+        kind = _file_kind(url)
+        if kind is None:
+            if _has_glob(spec):
+                continue
+            raise InputError(f"{url}: unknown input type (expected {', '.join(FILE_SUFFIXES)})")
+        out.append(Source(kind, url, url))
+    return out
+
+
 def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
-    """Turn CLI input specs into sources, failing (one line) on anything missing or unknown."""
+    """Turn CLI input specs into sources, failing (one line) on anything missing, unknown or special.
+
+    The same file named twice (by another path, a symlink or overlapping globs) is read once, with a warning."""
     out: list[Source] = []
+    seen: dict[tuple, str] = {}
+    duplicates: list[tuple[str, str]] = []
     for spec in specs:
         if spec.startswith(("hf:", "hub:")):
             name, _, split = spec.split(":", 1)[1].partition(":")
@@ -106,32 +216,34 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
                 raise InputError(f"{spec}: empty hub dataset name")
             out.append(Source("hub", name, f"hf:{name}:{split or 'train'}", split=split or "train"))
             continue
-        expanded = os.path.expanduser(spec)
-        if _has_glob(expanded):
-            matches = sorted(glob.glob(expanded, recursive=True))
-            if not matches:
-                raise InputError(f"{spec}: no file matches this pattern")
-        elif os.path.exists(expanded):
-            matches = [expanded]
-        elif not _looks_local(spec):
+        if storage.is_url(spec):
+            out.extend(_url_sources(spec))
+            continue
+        matches = _matches(spec)
+        if matches is None:
             out.append(Source("hub", spec, f"hf:{spec}:train", split="train"))
             continue
-        else:
-            raise InputError(f"{spec}: no such file or directory")
         for path in matches:
-            if os.path.isdir(path):
-                out.extend(_disk_sources(path))
-                continue
-            kind = _file_kind(path)
-            if kind is None:
-                if _has_glob(expanded):
+            kind = None if os.path.isdir(path) else _file_kind(path)
+            if kind is None and not os.path.isdir(path):
+                if _has_glob(spec):
                     continue  # a glob may match unrelated files; only explicit paths must be readable
                 raise InputError(f"{path}: unknown input type (expected {', '.join(FILE_SUFFIXES)} or a "
                                  "save_to_disk directory)")
+            st = _stat_input(path)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                duplicates.append((path, seen[key]))
+                continue
+            seen[key] = path
+            if stat.S_ISDIR(st.st_mode):
+                out.extend(_disk_sources(path))
+                continue
             if not os.access(path, os.R_OK):
                 raise InputError(f"{path}: not readable")
             out.append(Source(kind, path, os.path.normpath(path)))
-    # the same file named twice would give duplicate example ids
+    for dup, first in duplicates:
+        LOG.warning("input %s is the same file as %s: read once", dup, first)
     unique = list(dict.fromkeys(out))
     if not unique:
         raise InputError("no input files found in " + " ".join(specs))
@@ -153,12 +265,12 @@ def _count_newlines(f, start: int, end: int) -> int:
 
 def _jsonl_splits(source: Source, split_bytes: int) -> list[Split]:
     """Byte ranges that start at line starts, each with the index of its first line."""
-    size = os.path.getsize(source.path)
+    size = storage.size(source.path)
     if size <= split_bytes:
         return [Split(source)]
     splits: list[Split] = []
     start = first = 0
-    with open(source.path, "rb") as f:
+    with _open(source.path) as f:
         while start < size:
             if start + split_bytes >= size:
                 end = size
@@ -176,7 +288,8 @@ def _parquet_splits(source: Source, split_bytes: int) -> list[Split]:
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.ParquetFile(source.path).metadata
+        with _open(source.path) as f:
+            meta = pq.ParquetFile(f).metadata
     except Exception:  # noqa: BLE001 - a corrupt file becomes one read_error record at read time
         return [Split(source)]
     splits, group_start, first, rows, size = [], 0, 0, 0, 0
@@ -204,121 +317,138 @@ def plan_splits(sources: tuple[Source, ...], split_bytes: int) -> list[Split]:
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def _read_error(source: str, index: int | None, exc: BaseException) -> RawRecord:
-    from im_data.errors import RecordError
-
-    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+def _read_error(source: str, index: int | None, exc: BaseException, what: str = "") -> RawRecord:
+    msg = f"{what}{type(exc).__name__}: {exc}".splitlines()[0][:500]
     return RawRecord(source, index, RecordError("read_error", msg))
 
 
-def _iter_lines(f, first_index: int, label: str, limit: int | None) -> Iterator[RawRecord]:
-    index = first_index
-    consumed = 0
-    for line in f:
-        consumed += len(line)
-        if line.strip():
-            yield RawRecord(label, index, line.rstrip(b"\r\n"))
-        index += 1
-        if limit is not None and consumed >= limit:
-            break
+def _too_large(source: str, index: int, size: int, max_bytes: int, prefix: bytes) -> RawRecord:
+    return RawRecord(source, index, RecordError("too_large", f"record of {size} bytes > --max-record-bytes "
+                                                             f"{max_bytes}; not parsed"), raw=prefix)
 
 
-def read_jsonl(split: Split) -> Iterator[RawRecord]:
+def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: int) -> Iterator[RawRecord]:
+    """Non-blank lines as raw records; a line longer than ``max_bytes`` is skipped while reading (``too_large``),
+    never held; an I/O error ends the split with one ``read_error`` at the line it hit."""
+    index, consumed = first_index, 0
+    try:
+        while limit is None or consumed < limit:
+            line = f.readline(max_bytes + 1)
+            if not line:
+                break
+            consumed += len(line)
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                prefix, size = line[:RAW_PREFIX_BYTES], len(line)
+                while not line.endswith(b"\n"):  # skip the rest of the line, holding 1 MiB at most
+                    line = f.readline(1 << 20)
+                    if not line:
+                        break
+                    consumed += len(line)
+                    size += len(line)
+                yield _too_large(label, index, size - line.endswith(b"\n"), max_bytes, prefix)
+            elif line.strip():
+                yield RawRecord(label, index, line.rstrip(b"\r\n"))
+            index += 1
+    except (OSError, EOFError) as exc:
+        yield _read_error(label, index, exc, f"line {index} and after could not be read: ")
+
+
+def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
     src = split.source
-    if src.path.lower().endswith(".gz"):
-        try:
-            with gzip.open(src.path, "rb") as f:
-                yield from _iter_lines(f, 0, src.label, None)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            yield _read_error(src.label, None, exc)
+    gz = src.path.lower().endswith(".gz")
+    try:
+        f = _gzip_open(src.path) if gz else _open(src.path)
+    except OSError as exc:
+        yield _read_error(src.label, None, exc)
         return
-    with open(src.path, "rb") as f:
-        f.seek(split.start)
+    with f:
+        if gz:
+            yield from _iter_lines(f, 0, src.label, None, max_bytes)
+            return
         limit = None if split.end < 0 else split.end - split.start
         if limit == 0:
             return
-        yield from _iter_lines(f, split.first_index, src.label, limit)
+        f.seek(split.start)
+        yield from _iter_lines(f, split.first_index, src.label, limit, max_bytes)
 
 
-def read_json_array(split: Split) -> Iterator[RawRecord]:
+def read_json_array(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+    """A ``.json`` file: an array read element by element (see :mod:`pipelines.json_stream`), or JSON Lines
+    when its first non-blank byte is not ``[`` (however much whitespace comes first)."""
     src = split.source
-    opener = gzip.open if src.path.lower().endswith(".gz") else open
+    opener = _gzip_open if src.path.lower().endswith(".gz") else lambda path, mode: _open(path)
     try:
         with opener(src.path, "rb") as f:
-            head = f.read(4096).lstrip()
+            head = skip_whitespace(f)
+            if not head:
+                return  # a blank file holds no records
+            if not head.startswith(b"["):
+                f.seek(0)
+                yield from _iter_lines(f, 0, src.label, None, max_bytes)
+                return
+            f.seek(f.tell() - len(head) + 1)  # just after the [
+            for index, payload, prefix in iter_array_elements(f, max_bytes):
+                yield RawRecord(src.label, index, payload, raw=prefix if isinstance(payload, RecordError) else None)
     except (OSError, EOFError) as exc:
         yield _read_error(src.label, None, exc)
-        return
-    if not head:
-        return  # an empty file holds no records
-    if not head.startswith(b"["):
-        # JSON Lines in a .json file
-        try:
-            with opener(src.path, "rb") as f:
-                yield from _iter_lines(f, 0, src.label, None)
-        except (OSError, EOFError) as exc:
-            yield _read_error(src.label, None, exc)
-        return
-    from im_data.errors import RecordError
-    from im_data.formats import parse_json_line
-
-    try:
-        with opener(src.path, "rb") as f:
-            data = parse_json_line(f.read())
-    except RecordError as exc:
-        yield RawRecord(src.label, None, exc)
-        return
-    except (OSError, EOFError) as exc:
-        yield _read_error(src.label, None, exc)
-        return
-    if not isinstance(data, list):
-        yield RawRecord(src.label, None, RecordError("unknown_format", "a .json input must hold an array of records"))
-        return
-    for i, rec in enumerate(data):
-        yield RawRecord(src.label, i, rec)
 
 
-def read_parquet(split: Split) -> Iterator[RawRecord]:
+def read_parquet(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+    """Rows, one row group at a time: a row group that cannot be read is one ``read_error`` naming its rows,
+    and the other row groups are kept. A file whose footer is unreadable is one ``read_error``."""
     import pyarrow.parquet as pq
 
     src = split.source
-    index = split.first_index
     try:
-        pf = pq.ParquetFile(src.path)
-        groups = list(range(pf.metadata.num_row_groups))
-        if split.end >= 0:
-            groups = groups[split.start:split.end]
-        for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, row_groups=groups):
-            for row in batch.to_pylist():
-                yield RawRecord(src.label, index, row)
-                index += 1
-    except Exception as exc:  # noqa: BLE001 - corrupt/unreadable parquet: one read_error for the rest
-        yield _read_error(src.label, None if index == split.first_index else index, exc)
+        pf = pq.ParquetFile(_open(src.path))
+        meta = pf.metadata
+    except Exception as exc:  # noqa: BLE001 - corrupt/unreadable parquet: one read_error
+        yield _read_error(src.label, None, exc)
+        return
+    groups = list(range(meta.num_row_groups))
+    if split.end >= 0:
+        groups = groups[split.start:split.end]
+    first = split.first_index
+    for g in groups:
+        n = meta.row_group(g).num_rows
+        index = first
+        try:
+            for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, row_groups=[g]):
+                for row in batch.to_pylist():
+                    yield RawRecord(src.label, index, row)
+                    index += 1
+        except Exception as exc:  # noqa: BLE001 - a corrupt row group
+            yield _read_error(src.label, index, exc, f"rows {index}-{first + n - 1} (row group {g}) could not "
+                                                     "be read: ")
+        first += n
 
 
 def _iter_dataset(ds, label: str) -> Iterator[RawRecord]:
     index = 0
-    for batch in ds.with_format("arrow").iter(batch_size=ROWS_PER_BATCH):
-        for row in batch.to_pylist():
-            yield RawRecord(label, index, row)
-            index += 1
+    try:
+        for batch in ds.with_format("arrow").iter(batch_size=ROWS_PER_BATCH):
+            for row in batch.to_pylist():
+                yield RawRecord(label, index, row)
+                index += 1
+    except Exception as exc:  # noqa: BLE001 - corrupt arrow data
+        yield _read_error(label, index, exc, f"rows {index} and after could not be read: ")
 
 
-def read_disk(split: Split) -> Iterator[RawRecord]:
+def read_disk(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+    """A ``save_to_disk`` dataset; each split of a ``DatasetDict`` is loaded on its own, so one missing or
+    corrupt split is one ``read_error`` and the others are read."""
     import datasets
 
     src = split.source
     try:
-        ds = datasets.load_from_disk(src.path)
-        if src.split is not None:
-            ds = ds[src.split]
+        ds = datasets.load_from_disk(src.path if src.split is None else os.path.join(src.path, src.split))
     except Exception as exc:  # noqa: BLE001
         yield _read_error(src.label, None, exc)
         return
     yield from _iter_dataset(ds, src.label)
 
 
-def read_hub(split: Split) -> Iterator[RawRecord]:  # pragma: no cover - needs the network
+def read_hub(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:  # pragma: no cover
     import datasets
 
     src = split.source
@@ -330,25 +460,30 @@ READERS = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet
            "hub": read_hub}
 
 
-def read_split(split: Split) -> Iterator[RawRecord]:
-    yield from READERS[split.source.kind](split)
+def read_split(split: Split, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+    yield from READERS[split.source.kind](split, max_record_bytes)
 
 
 class _ReadSplitFn(beam.DoFn):
+    def __init__(self, max_record_bytes: int):
+        self.max_record_bytes = max_record_bytes
+
     def process(self, split: Split) -> Iterator[RawRecord]:
-        yield from read_split(split)
+        yield from read_split(split, self.max_record_bytes)
 
 
 class ReadExamples(beam.PTransform):
     """``PBegin → PCollection[RawRecord]``: every record of every source, with its source and index."""
 
-    def __init__(self, sources: tuple[Source, ...], split_bytes: int = 16 << 20):
+    def __init__(self, sources: tuple[Source, ...], split_bytes: int = 16 << 20,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         super().__init__()
         self.sources = tuple(sources)
         self.split_bytes = split_bytes
+        self.max_record_bytes = max_record_bytes
 
     def expand(self, pbegin):
         splits = plan_splits(self.sources, self.split_bytes)
         return (pbegin
                 | "Splits" >> beam.Create(splits, reshuffle=False)
-                | "ReadSplits" >> beam.ParDo(_ReadSplitFn()))
+                | "ReadSplits" >> beam.ParDo(_ReadSplitFn(self.max_record_bytes)))

@@ -31,15 +31,24 @@ BAD_LINES = [
 
 
 def test_deeply_nested_line_is_rejected_not_crashing():
-    """100k nested arrays: the stdlib parser gives up (invalid_json); orjson may parse it, and the record is then
-    not an object (unknown_format). Either way a RecordError, never a RecursionError."""
-    from im_data import formats
-
+    """100k nested arrays: the parser refuses it (invalid_json), never a RecursionError."""
     line = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(RecordError) as info:
-        normalize_record(parse_json_line(line))
-    assert info.value.reason in (("unknown_format", "invalid_json") if formats._orjson is not None
-                                 else ("invalid_json",))
+        parse_json_line(line)
+    assert info.value.reason == "invalid_json" and "depth" in info.value.message
+
+
+@pytest.mark.parametrize("line, words", [
+    pytest.param(b'{"t": "x\\ud800"}', "surrogate", id="escaped-lone-surrogate"),
+    pytest.param(b'{"n": 1' + b"0" * 5000 + b"}", "infinity", id="5000-digit-integer"),
+    pytest.param(b'{"n": NaN}', "not valid JSON", id="nan"),
+    pytest.param(b'{"n": -Infinity}', "not valid JSON", id="infinity"),
+    pytest.param("x\ud800", "not valid JSON", id="str-with-lone-surrogate"),
+])
+def test_strict_parser_refuses_what_later_stages_cannot_handle(line, words):
+    with pytest.raises(RecordError) as info:
+        parse_json_line(line)
+    assert info.value.reason == "invalid_json" and words in info.value.message
 
 
 @pytest.mark.parametrize("line, words", BAD_LINES)
@@ -313,7 +322,7 @@ def test_reason_codes_are_the_documented_set():
     assert set(REASONS) == {
         "invalid_json", "unknown_format", "missing_field", "not_a_string", "bad_role", "empty_conversation",
         "no_assistant_turn", "empty_output", "template_error", "special_token_in_content", "too_long",
-        "no_trainable_tokens", "read_error"}
+        "no_trainable_tokens", "read_error", "too_large", "internal_error"}
     with pytest.raises(ValueError, match="unknown reason"):
         RecordError("oops", "x")
 
@@ -321,7 +330,7 @@ def test_reason_codes_are_the_documented_set():
 def test_every_record_reason_is_covered_by_this_module():
     covered = {p.values[1] for p in RECORD_CASES} | {"invalid_json", "template_error", "special_token_in_content",
                                                       "too_long", "no_trainable_tokens"}
-    assert covered == set(REASONS) - {"read_error"}
+    assert covered == set(REASONS) - {"read_error", "too_large", "internal_error"}  # tests/pipeline/hostile
 
 
 def test_errors_pickle():

@@ -96,8 +96,12 @@ def test_bad_corpus_every_reject_has_its_code(tmp_path, bad_expected):
     for rej in res["rejects"]:
         assert rej["source"] == os.path.normpath(str(BAD)) and rej["message"] and "raw" in rej
         assert (out / "rejects" / f"{rej['reason']}.jsonl").is_file()
-    (utf,) = [r for r in res["rejects"] if "raw_base64" in r]
-    assert b"\xff\xfe" in __import__("base64").b64decode(utf["raw_base64"])
+    lines = BAD.read_bytes().split(b"\n")
+    for rej in res["rejects"]:  # raw: the original bytes of the line, as text or base64 where not UTF-8
+        raw = rej["raw"].encode() if "raw_encoding" not in rej else __import__("base64").b64decode(rej["raw"])
+        assert raw == lines[rej["index"]]
+    (utf,) = [r for r in res["rejects"] if "raw_encoding" in r]
+    assert utf["raw_encoding"] == "base64" and utf["index"] == 4
 
 
 def test_bad_corpus_keep_start_truncates(tmp_path, bad_expected):
