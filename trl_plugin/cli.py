@@ -7,7 +7,8 @@ zero2`, ...).
 
     im-sft --model_name_or_path MODEL --dataset_name OUT_DIR --output_dir RUN [--loss_normalization sequence]
 
-`--dataset_name` may be an `im-data prepare` output directory (found through its manifest.json).
+`--dataset_name` may be an `im-data prepare` output directory, local or a URL such as `s3://bucket/prepared` (found
+through its manifest.json).
 """
 
 from __future__ import annotations
