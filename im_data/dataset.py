@@ -476,6 +476,32 @@ class PreparedDataset:
     def shard_files(self, split: str | None = TRAIN_SPLIT) -> list[str]:
         return [self.path(s.path) for s in self.manifest.shards_of(split)]
 
+    def local_shard_files(self, split: str | None = TRAIN_SPLIT, cache_dir: str | os.PathLike | None = None
+                          ) -> list[str]:
+        """Local paths of a split's shards: the files themselves for a local directory; for a URL, copies in
+        ``cache_dir`` named by their sha256 (downloaded once, checked against the manifest while copying, so a
+        second call costs nothing). Works whatever ``HF_HUB_OFFLINE`` says."""
+        if not storage.is_url(self.root):
+            return self.shard_files(split)
+        if cache_dir is None:
+            raise ValueError("a cache directory is needed to read shards from a URL")
+        os.makedirs(cache_dir, exist_ok=True)
+        out = []
+        for shard in self.manifest.shards_of(split):
+            url = self.path(shard.path)
+            name = shard.sha256 or hashlib.sha256(url.encode()).hexdigest()
+            target = os.path.join(os.fspath(cache_dir), f"{name}.{self.manifest.format}")
+            if not os.path.isfile(target):
+                tmp = f"{target}.tmp-{os.getpid()}"
+                storage.copy_file(url, tmp)
+                if shard.sha256 and storage.sha256_file(tmp) != shard.sha256:
+                    os.remove(tmp)
+                    raise ManifestError(f"{url}: sha256 differs from the manifest; the shard was modified or "
+                                        "truncated")
+                os.replace(tmp, target)
+            out.append(target)
+        return out
+
     def reject_files(self) -> dict[str, str]:
         """``{reason: path}`` of the dead-letter files."""
         return {r.reason: self.path(r.path) for r in self.manifest.rejects}

@@ -21,6 +21,7 @@ import dataclasses
 import errno
 import glob
 import gzip
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
+from im_data import storage
 from im_data.errors import RecordError
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 
@@ -160,6 +162,44 @@ def _matches(spec: str) -> list[str] | None:
     raise InputError(f"{spec}: no such file or directory")
 
 
+def _open(path: str):
+    """A local file or a URL (``s3://``, ``gs://``, ...: see :mod:`im_data.storage`), opened for binary reading
+    (a URL's file behind an ``io.BufferedReader``, for ``readline(limit)``)."""
+    if storage.is_url(path):
+        return io.BufferedReader(storage.open_file(path, "rb"), buffer_size=1 << 20)
+    return open(path, "rb")
+
+
+def _gzip_open(path: str, mode: str = "rb"):
+    return gzip.GzipFile(fileobj=_open(path), mode=mode) if storage.is_url(path) else gzip.open(path, mode)
+
+
+def _url_sources(spec: str) -> list[Source]:
+    """Files on object storage: a URL, or a glob of URLs (``s3://bucket/raw/*.jsonl``); labelled by their URL."""
+    fs, path = storage.filesystem(spec)
+    fs.invalidate_cache()
+    try:
+        if _has_glob(spec):
+            matches = [fs.unstrip_protocol(m) for m in sorted(fs.glob(path))]
+            if not matches:
+                raise InputError(f"{spec}: no file matches this pattern")
+        elif fs.isfile(path):
+            matches = [spec]
+        else:
+            raise InputError(f"{spec}: no such file")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{spec}: cannot be listed ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    out = []
+    for url in matches:
+        kind = _file_kind(url)
+        if kind is None:
+            if _has_glob(spec):
+                continue
+            raise InputError(f"{url}: unknown input type (expected {', '.join(FILE_SUFFIXES)})")
+        out.append(Source(kind, url, url))
+    return out
+
+
 def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
     """Turn CLI input specs into sources, failing (one line) on anything missing, unknown or special.
 
@@ -173,6 +213,9 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
             if not name:
                 raise InputError(f"{spec}: empty hub dataset name")
             out.append(Source("hub", name, f"hf:{name}:{split or 'train'}", split=split or "train"))
+            continue
+        if storage.is_url(spec):
+            out.extend(_url_sources(spec))
             continue
         matches = _matches(spec)
         if matches is None:
@@ -220,12 +263,12 @@ def _count_newlines(f, start: int, end: int) -> int:
 
 def _jsonl_splits(source: Source, split_bytes: int) -> list[Split]:
     """Byte ranges that start at line starts, each with the index of its first line."""
-    size = os.path.getsize(source.path)
+    size = storage.size(source.path)
     if size <= split_bytes:
         return [Split(source)]
     splits: list[Split] = []
     start = first = 0
-    with open(source.path, "rb") as f:
+    with _open(source.path) as f:
         while start < size:
             if start + split_bytes >= size:
                 end = size
@@ -243,7 +286,8 @@ def _parquet_splits(source: Source, split_bytes: int) -> list[Split]:
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.ParquetFile(source.path).metadata
+        with _open(source.path) as f:
+            meta = pq.ParquetFile(f).metadata
     except Exception:  # noqa: BLE001 - a corrupt file becomes one read_error record at read time
         return [Split(source)]
     splits, group_start, first, rows, size = [], 0, 0, 0, 0
@@ -311,7 +355,7 @@ def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Itera
     src = split.source
     gz = src.path.lower().endswith(".gz")
     try:
-        f = gzip.open(src.path, "rb") if gz else open(src.path, "rb")
+        f = _gzip_open(src.path) if gz else _open(src.path)
     except OSError as exc:
         yield _read_error(src.label, None, exc)
         return
@@ -330,7 +374,7 @@ def read_json_array(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> 
     """A ``.json`` file: an array read element by element (see :mod:`pipelines.json_stream`), or JSON Lines
     when its first non-blank byte is not ``[`` (however much whitespace comes first)."""
     src = split.source
-    opener = gzip.open if src.path.lower().endswith(".gz") else open
+    opener = _gzip_open if src.path.lower().endswith(".gz") else lambda path, mode: _open(path)
     try:
         with opener(src.path, "rb") as f:
             head = skip_whitespace(f)
@@ -354,7 +398,7 @@ def read_parquet(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Ite
 
     src = split.source
     try:
-        pf = pq.ParquetFile(src.path)
+        pf = pq.ParquetFile(_open(src.path))
         meta = pf.metadata
     except Exception as exc:  # noqa: BLE001 - corrupt/unreadable parquet: one read_error
         yield _read_error(src.label, None, exc)

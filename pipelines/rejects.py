@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
-import shutil
 import uuid
 from typing import Any, Iterator
 
@@ -22,6 +20,8 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
+
+from im_data import storage
 
 from .write import RUNS_DIR
 
@@ -70,16 +70,16 @@ class _SpillRejectsFn(beam.DoFn):
         for reason in sorted(buffers):
             items = sorted(buffers[reason], key=lambda kv: kv[0])
             rel = f"{REJECT_RUNS_DIR}/{reason}/{uuid.uuid4().hex}.jsonl"
-            path = os.path.join(self.work_dir, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
+            path = storage.join(self.work_dir, rel)
+            storage.makedirs(storage.parent(path))
+            with storage.open_file(path, "w", encoding="utf-8") as f:
                 for key, line in items:
                     f.write(json.dumps(key, ensure_ascii=False) + "\t" + line + "\n")
             yield reason, {"path": rel, "count": len(items)}
 
 
 def _run_lines(path: str) -> Iterator[tuple[list, str]]:
-    with open(path, encoding="utf-8") as f:
+    with storage.open_file(path, "r", encoding="utf-8") as f:
         for line in f:
             key, _, rest = line.partition("\t")
             yield json.loads(key), rest
@@ -87,9 +87,9 @@ def _run_lines(path: str) -> Iterator[tuple[list, str]]:
 
 def merge_reject_runs(run_paths: list[str], out_path: str) -> int:
     """k-way merge of sorted runs into one reject file, one line in memory per run. Returns the line count."""
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    storage.makedirs(storage.parent(out_path))
     n = 0
-    with open(out_path, "w", encoding="utf-8") as out:
+    with storage.open_file(out_path, "w", encoding="utf-8") as out:
         for _, line in heapq.merge(*(_run_lines(p) for p in run_paths), key=lambda kv: kv[0]):
             out.write(line)
             n += 1
@@ -104,12 +104,12 @@ class _MergeRejectsFn(beam.DoFn):
         reason, runs = element
         runs = sorted(runs, key=lambda r: r["path"])
         rel = f"rejects/{reason}.jsonl"
-        count = merge_reject_runs([os.path.join(self.work_dir, r["path"]) for r in runs],
-                                  os.path.join(self.work_dir, rel))
+        count = merge_reject_runs([storage.join(self.work_dir, r["path"]) for r in runs],
+                                  storage.join(self.work_dir, rel))
         expected = sum(r["count"] for r in runs)
         if count != expected:
             raise RuntimeError(f"rejects {reason}: merged {count} lines, runs hold {expected}")
-        shutil.rmtree(os.path.join(self.work_dir, REJECT_RUNS_DIR, reason), ignore_errors=True)
+        storage.remove_tree(storage.join(self.work_dir, REJECT_RUNS_DIR, reason))
         yield {"reason": reason, "count": count, "path": rel}
 
 

@@ -7,7 +7,8 @@ zero2`, ...).
 
     im-sft --model_name_or_path MODEL --dataset_name OUT_DIR --output_dir RUN [--loss_normalization sequence]
 
-`--dataset_name` may be an `im-data prepare` output directory (found through its manifest.json).
+`--dataset_name` may be an `im-data prepare` output directory, local or a URL such as `s3://bucket/prepared` (found
+through its manifest.json).
 
 Errors end on one line, ``im-sft: error: <the exception's message>``, with exit status 2 for a user error (a bad
 option or value, a dataset or model that cannot be used) and 1 otherwise; ``--debug`` shows the traceback instead.

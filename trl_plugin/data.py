@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from im_data import storage
 from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset,  # noqa: F401 (re-exported)
                              is_prepared_dir, read_manifest)
 from im_data.tokenizer import tokenizer_fingerprint
@@ -96,7 +97,13 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str 
         raise ManifestError(f"{prepared.manifest_path} lists no shards of split {split!r} "
                             f"(splits: {', '.join(manifest.splits) or 'none'})")
     prepared.verify(checksums=verify_checksums)
-    files = prepared.shard_files(split)
+    if storage.is_url(root):  # local copies (by sha256) in the datasets cache, then as for a local directory
+        import datasets.config
+
+        files = prepared.local_shard_files(split, os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE,
+                                                                "im-data-remote"))
+    else:
+        files = prepared.shard_files(split)
     # Through the `arrow`/`parquet` builders: they read IPC stream and file formats, and keep every cache file
     # (theirs and those of later `map` calls) in the datasets cache, never inside the prepared directory.
     ds = datasets.load_dataset(manifest.format, data_files=files, split="train", cache_dir=cache_dir)
