@@ -7,6 +7,7 @@ our own sample data (see ``scripts/build_default_tokenizer.py``); it needs no ne
 from __future__ import annotations
 
 import functools
+import json
 import hashlib
 import os
 from pathlib import Path
@@ -28,9 +29,27 @@ def resolve_tokenizer_path(name_or_path: str | os.PathLike | None) -> str:
     return str(name_or_path)
 
 
+GENERIC_FAST_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _is_generic_fast(path: str) -> bool:
+    """A local directory holding a ``tokenizer.json`` whose config names the generic fast class: it loads with
+    ``PreTrainedTokenizerFast`` directly, which (unlike ``AutoTokenizer``) does not import torch."""
+    config = Path(path) / "tokenizer_config.json"
+    if not (Path(path) / "tokenizer.json").is_file() or not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") in GENERIC_FAST_CLASSES
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 @functools.lru_cache(maxsize=8)
 def _load(path: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
+    if _is_generic_fast(path):
+        from transformers import PreTrainedTokenizerFast as AutoTokenizer
+    else:
+        from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

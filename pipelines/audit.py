@@ -13,16 +13,16 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .options import (DEFAULT_SCATTER_SAMPLE, AuditOptions, UsageError, add_encoder_arguments, add_runner_arguments,
-                      encoder_options_from_args, runner_options_from_args, usage_error)
+                      check_input_specs, encoder_options_from_args, plain_description, runner_options_from_args,
+                      usage_error)
 from .shard_dir import is_shard_dir, iter_shard_batches, read_manifest
 
 class AuditError(UsageError):
@@ -52,12 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"examples per dataset kept for lengths.png, a uniform sample above that "
                         f"(default: {DEFAULT_SCATTER_SAMPLE:,})")
     add_runner_arguments(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display (default: off)")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "audit", help="is this dataset suited to instruction modelling? length statistics and a recommendation",
-        description=__doc__.split("\n\n")[0],
+        description=plain_description(__doc__),
         epilog="The recommendation uses the fitted curves of Shi et al. (NeurIPS 2024), made on Llama-2-7B "
                "results: a guide, not a promise. Other options are Beam pipeline options.")
     add_arguments(p)
@@ -78,12 +79,10 @@ def options_from_args(args: argparse.Namespace) -> AuditOptions:
 def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     from rich.console import Console
 
-    try:
-        options = options_from_args(args)
-        result = audit(options, extra or [])
-    except UsageError as exc:
-        print(f"im-data audit: error: {exc}", file=sys.stderr)
-        return 2
+    from .progress import ProgressDisplay
+
+    progress = ProgressDisplay("im-data audit", mode="off" if args.quiet else "auto")
+    result = audit(options_from_args(args), extra or [], progress=progress)
     from .report import print_audit, write_report
 
     console = Console()
@@ -94,8 +93,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
         try:
             paths = write_report(result.audits, args.report, command=_command_line(args))
         except OSError as exc:
-            print(f"im-data audit: error: cannot write the report to {args.report}: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot write the report to {args.report}: {exc}") from None
         console.print(f"report: {paths['report.md']} (stats.json, ratio_hist.png, lengths.png)", markup=False,
                       highlight=False)
     return 0
@@ -225,6 +223,7 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
     from apache_beam.transforms.combiners import SampleCombineFn
 
     from .encode import EncodeExamples
+    from .progress import report_progress
     from .read import ReadExamples
     from .stats import ComputeStats, CountRecords
 
@@ -233,16 +232,20 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
         d = f"D{idx}"
         records = p | f"{d}/ReadExamples" >> ReadExamples(config.sources, config.split_bytes)
         encoded = records | f"{d}/EncodeExamples" >> EncodeExamples(config)
-        stats = encoded.stats | f"{d}/ComputeStats" >> ComputeStats()
+        progress = config.progress_dir
+        stats = report_progress(encoded.stats | f"{d}/ComputeStats" >> ComputeStats(), progress, "encode_done",
+                                f"{d}/ProgressEncoded")
+        rows = report_progress(encoded.rows, progress, "rows", f"{d}/ProgressRows")
+        dead = report_progress(encoded.rejects, progress, "rejects", f"{d}/ProgressRejects")
         read = records | f"{d}/CountRecords" >> CountRecords()
-        rejects = (encoded.rejects
+        rejects = (dead
                    | f"{d}/RejectReason" >> beam.Map(lambda r: r["reason"])
                    | f"{d}/CountRejects" >> beam.combiners.Count.PerElement())
-        unreadable = (encoded.rejects
+        unreadable = (dead
                       | f"{d}/ReadErrors" >> beam.Filter(lambda r: r["reason"] == "read_error")
                       | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}")
                       | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults())
-        lengths = (encoded.rows
+        lengths = (rows
                    | f"{d}/Lengths" >> beam.FlatMap(_length_pairs)
                    | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleCombineFn(sample_size)).without_defaults())
         tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)),
@@ -306,13 +309,18 @@ def _configs(datasets: list[DatasetSpec], options: AuditOptions) -> list[tuple[i
     return out
 
 
-def _run_beam(configs: list[Any], options: AuditOptions, pipeline_options: Any) -> list[dict[str, Any]]:
+def _run_beam(configs: list[Any], options: AuditOptions, pipeline_options: Any, progress=None
+              ) -> list[dict[str, Any]]:
+    from .progress import watching
     from .runner import run_beam
 
     results_dir = tempfile.mkdtemp(prefix="im-data-audit-")
+    sources = [s for c in configs for s in c.sources]
     try:
-        run_beam(options.runner, pipeline_options,
-                 lambda p: build_audit_pipeline(p, configs, results_dir, max(int(options.scatter_sample), 1)))
+        with watching(progress, sources, stages=len(configs)) as progress_dir:
+            configs = [replace(c, progress_dir=progress_dir) for c in configs]
+            run_beam(options.runner, pipeline_options,
+                     lambda p: build_audit_pipeline(p, configs, results_dir, max(int(options.scatter_sample), 1)))
         return collect_results(results_dir, len(configs))
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
@@ -322,10 +330,11 @@ def _reason_list(rejects: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(rejects.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def audit(config: AuditOptions, pipeline_options: Any = None) -> AuditResult:
+def audit(config: AuditOptions, pipeline_options: Any = None, *, progress=None) -> AuditResult:
     """Compute every dataset's statistics and recommendation; the public library entry point.
 
-    ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags. Raises
+    ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags. ``progress``: a
+    :class:`pipelines.progress.ProgressDisplay` for the Beam part (default: none). Raises
     :class:`pipelines.options.UsageError` for bad input (unreadable, empty, a directory without a manifest)."""
     from im_data import LengthStats
     from im_data.recommend import recommend
@@ -334,6 +343,7 @@ def audit(config: AuditOptions, pipeline_options: Any = None) -> AuditResult:
 
     options = config
     datasets = group_inputs(list(options.inputs), None if options.names is None else list(options.names))
+    check_input_specs(options.inputs)
     stats = {ds.name: LengthStats() for ds in datasets}
     lengths: dict[str, list[np.ndarray]] = {ds.name: [] for ds in datasets}
     extra_info: dict[str, dict[str, Any]] = {ds.name: {"read": 0, "rejected_by_reason": {}, "shard_dirs": []}
@@ -353,7 +363,7 @@ def audit(config: AuditOptions, pipeline_options: Any = None) -> AuditResult:
                 info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
     configs = _configs(datasets, options)
     if configs:
-        results = _run_beam([c for _, c in configs], options, pipeline_options)
+        results = _run_beam([c for _, c in configs], options, pipeline_options, progress)
         for (i, _), res in zip(configs, results):
             ds = datasets[i]
             if res["unreadable"]:

@@ -15,6 +15,7 @@ import apache_beam as beam
 
 from .config import PrepareConfig
 from .encode import EncodeExamples
+from .progress import report_progress
 from .read import ReadExamples
 from .rejects import WriteRejects
 from .stats import ComputeStats, CountRecords, empty_stats
@@ -83,9 +84,13 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
     records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
     encoded = records | "EncodeExamples" >> EncodeExamples(config)
-    shards = encoded.rows | "WriteShards" >> WriteShards(config)
-    stats = encoded.stats | "ComputeStats" >> ComputeStats()
-    reject_files = encoded.rejects | "WriteRejects" >> WriteRejects(config.work_dir)
+    progress = config.progress_dir
+    rows = report_progress(encoded.rows, progress, "rows", "ProgressRows")
+    shards = report_progress(rows | "WriteShards" >> WriteShards(config), progress, "merged", "ProgressMerged")
+    stats = report_progress(encoded.stats | "ComputeStats" >> ComputeStats(), progress, "encode_done",
+                            "ProgressEncoded")
+    rejects = report_progress(encoded.rejects, progress, "rejects", "ProgressRejects")
+    reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
     summary = ([shards | "TagShards" >> beam.Map(_tag("shard")),
                 stats | "TagStats" >> beam.Map(_tag("stats")),

@@ -32,6 +32,7 @@ class PrepareConfig:
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
     max_record_bytes: int = 16 << 20          # a larger raw record is rejected too_large while reading
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
+    progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -218,8 +218,10 @@ class EncodeExamples(beam.PTransform):
         self.config = config
 
     def expand(self, records):
+        from .progress import report_progress
+
         n = self.config.batch_size
-        return (records
-                | "Batch" >> beam.BatchElements(min_batch_size=n, max_batch_size=n,
-                                                element_size_fn=lambda rec: record_weight(rec, n))
-                | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows"))
+        batches = records | "Batch" >> beam.BatchElements(min_batch_size=n, max_batch_size=n,
+                                                          element_size_fn=lambda rec: record_weight(rec, n))
+        batches = report_progress(batches, self.config.progress_dir, "batch", "ProgressRead")
+        return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows")

@@ -13,7 +13,8 @@ import os
 import sys
 from typing import Any
 
-from .options import UsageError, add_encoder_arguments, encoder_options_from_args, usage_error
+from .options import (UsageError, add_encoder_arguments, check_input_specs, encoder_options_from_args,
+                      plain_description, usage_error)
 from .shard_dir import is_shard_dir, read_arrow_table, read_manifest
 
 
@@ -23,14 +24,18 @@ class InspectError(UsageError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="SHARD_DIR|INPUT",
-                   help="a prepared shard directory (with manifest.json) or a raw input in any format `prepare` reads")
+                   help="a prepared shard directory (with manifest.json) or a raw input in any format prepare reads")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, default=None, metavar="N",
-                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order)")
-    which.add_argument("--example-id", default=None, metavar="ID", help="the example with this example_id")
-    p.add_argument("--html", default=None, metavar="FILE", help="also write the view as a standalone HTML page")
+                       help="the N-th example (0-based; shard rows in manifest order, or records in reading order) "
+                            "(default: 0)")
+    which.add_argument("--example-id", default=None, metavar="ID",
+                       help="the example with this example_id (default: use --index)")
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="also write the view as a standalone HTML page (default: none)")
     p.add_argument("--tokens", action="store_true",
-                   help="print one plain line per token (position, text, id, role, weight) instead of the view")
+                   help="print one plain line per token (position, text, id, role, weight) instead of the view "
+                        "(default: off)")
     p.add_argument("--width", type=int, default=None, metavar="COLS", help="terminal width (default: detected)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default auto: only on a terminal; NO_COLOR is honoured)")
@@ -40,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="show one example token by token, coloured by loss weight and role",
-                              description=__doc__.split("\n\n")[0])
+                              description=plain_description(__doc__))
     add_arguments(p)
     p.set_defaults(func=command)
 
@@ -50,11 +55,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
 
     from im_data.render import render_html, render_terminal, render_token_rows
 
-    try:
-        view = build(args)
-    except UsageError as exc:
-        print(f"im-data inspect: error: {exc}", file=sys.stderr)
-        return 2
+    view = build(args)
     force = {"always": True, "never": False}.get(args.color)
     # --color always: 24-bit colour, so the weight scale stays continuous (auto: whatever the terminal supports)
     console = Console(width=args.width, force_terminal=force, no_color=args.color == "never" or None,
@@ -68,8 +69,7 @@ def command(args: argparse.Namespace, extra: list[str] | None = None) -> int:
             with open(args.html, "w", encoding="utf-8") as f:
                 f.write(render_html(view))
         except OSError as exc:
-            print(f"im-data inspect: error: cannot write {args.html}: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot write {args.html}: {exc}") from None
         console.print(f"HTML view: {args.html}", markup=False)
     return 0
 
@@ -78,6 +78,7 @@ def build(args: argparse.Namespace):
     """The :class:`im_data.render.ExampleView` the arguments ask for (raises :class:`InspectError`)."""
     if args.index is not None and args.index < 0:
         raise InspectError(f"--index must be >= 0, got {args.index}")
+    check_input_specs([args.target])
     target = os.path.expanduser(args.target)
     if os.path.isdir(target) and is_shard_dir(target):
         return view_from_shard_dir(target, args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
@@ -24,6 +25,7 @@ from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
 from im_data.templates import ChatTemplate
 
 SHARD_FORMATS = ("arrow", "parquet")
+HUB_PREFIXES = ("hf:", "hub:")
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SCATTER_SAMPLE = 20_000
 
@@ -57,7 +59,8 @@ class EncoderOptions:
         if not isinstance(self.policy, WeightPolicy):
             raise TypeError(f"policy must be an im_data.WeightPolicy, got {type(self.policy).__name__}")
         if not isinstance(self.format_options, FormatOptions):
-            raise TypeError(f"format_options must be an im_data.FormatOptions, got {type(self.format_options).__name__}")
+            raise TypeError("format_options must be an im_data.FormatOptions, "
+                            f"got {type(self.format_options).__name__}")
         if self.truncation not in TRUNCATION_MODES:
             raise ValueError(f"--truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
         if self.max_length is not None and self.max_length < 2:
@@ -80,9 +83,25 @@ class EncoderOptions:
         from im_data import Encoder
 
         tok = tokenizer if tokenizer is not None else self.load_tokenizer()
-        return Encoder(tok, chat_template=self.chat_template, policy=self.policy, max_length=self.max_length,
-                       truncation=self.truncation, allow_special_tokens=self.allow_special_tokens,
-                       format_options=self.format_options)
+        encoder = Encoder(tok, chat_template=self.chat_template, policy=self.policy, max_length=self.max_length,
+                          truncation=self.truncation, allow_special_tokens=self.allow_special_tokens,
+                          format_options=self.format_options)
+        check_template(encoder.template)
+        return encoder
+
+
+def check_template(template: ChatTemplate) -> None:
+    """Compile a chat template now, so a Jinja syntax error is one :class:`UsageError` naming the line rather
+    than a ``template_error`` reject for every record."""
+    from jinja2 import TemplateSyntaxError
+
+    from im_data.templates import _compile  # the environment templates are rendered with
+
+    try:
+        _compile(template.source)
+    except TemplateSyntaxError as exc:
+        raise UsageError(f"chat template {template.name!r} has a Jinja syntax error on line {exc.lineno}: "
+                         f"{exc.message}; fix the template") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +170,19 @@ class AuditOptions:
             raise ValueError("audit needs at least one INPUT")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+def check_input_specs(specs) -> None:
+    """Hub datasets are read only when asked for (``hf:NAME[:SPLIT]``); any other spec is a local path or glob,
+    and a path that does not exist is a :class:`UsageError`, never a hub lookup."""
+    for spec in specs:
+        spec = str(spec)
+        if spec.startswith(HUB_PREFIXES) or any(c in spec for c in "*?["):
+            continue  # globs that match nothing are reported by pipelines.read.expand_inputs
+        if not os.path.lexists(os.path.expanduser(spec)):  # a symlink loop: named by expand_inputs
+            hub_like = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not spec.endswith("/")
+            hint = f" (a hub dataset is read only as hf:{spec})" if hub_like else ""
+            raise UsageError(f"{spec}: no such file or directory{hint}")
 
 
 # ------------------------------------------------------------------------------------------ shared CLI flags
@@ -243,6 +275,14 @@ def parse_size(text: str) -> int:
         return int(s[:-1] if scale > 1 else s) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a size such as 4096, 64K, 16M or 1G, got {text!r}") from None
+
+
+def plain_description(doc: str | None) -> str:
+    """The first paragraph of a module docstring as plain text for ``--help`` (no reStructuredText markup)."""
+    import re
+
+    first = (doc or "").strip().split("\n\n")[0]
+    return " ".join(re.sub(r"``(.*?)``|`(.*?)`", lambda m: m.group(1) or m.group(2) or "", first).split())
 
 
 def usage_error(exc: BaseException) -> UsageError:

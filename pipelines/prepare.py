@@ -19,8 +19,8 @@ from typing import Any
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
-                      add_runner_arguments, encoder_options_from_args, parse_size, runner_options_from_args,
-                      usage_error)
+                      add_runner_arguments, check_input_specs, encoder_options_from_args, parse_size,
+                      plain_description, runner_options_from_args, usage_error)
 
 LOG = logging.getLogger("im_data.prepare")
 
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare", help="tokenize datasets into Arrow/Parquet shards with loss weights (a Beam pipeline)",
-        description=__doc__.split("\n\n")[0],
+        description=plain_description(__doc__),
         epilog="Any other option is a Beam pipeline option, e.g. --direct_num_workers 2 "
                "--direct_running_mode multi_processing, or --project/--region/--temp_location for Dataflow.")
     add_arguments(p)
@@ -91,6 +91,7 @@ def plan(options: PrepareOptions):
     from .manifest import OutputError, check_output_dir
     from .read import InputError, expand_inputs
 
+    check_input_specs(options.inputs)
     try:
         sources = expand_inputs(list(options.inputs) or [str(SAMPLE_DATA)])
         if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
@@ -116,16 +117,18 @@ def execute(config, runner: RunnerOptions, pipeline_options: Any = None) -> None
     run_beam(runner, pipeline_options, lambda p: build_pipeline(p, config))
 
 
-def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResult:
+def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=None) -> PrepareResult:
     """Plan, run and publish one ``prepare`` run; the public library entry point.
 
     ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags
-    (``["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]``). Raises
-    :class:`pipelines.options.UsageError` for anything the user must fix before the run starts."""
+    (``["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]``). ``progress``: a
+    :class:`pipelines.progress.ProgressDisplay` (default: none). Raises :class:`pipelines.options.UsageError` for
+    anything the user must fix before the run starts."""
     import im_data
 
     from .manifest import build_manifest, make_work_dir, publish, read_summary
     from .signals import remove_on_signal
+    from .progress import watching
 
     start = time.perf_counter()
     options = config
@@ -135,8 +138,11 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     try:
         started = time.perf_counter()
-        execute(stage_config, options.runner, pipeline_options)
+        with watching(progress, stage_config.sources, num_shards=stage_config.num_shards) as progress_dir:
+            execute(dataclasses.replace(stage_config, progress_dir=progress_dir), options.runner, pipeline_options)
         pipeline_s = time.perf_counter() - started
+        if progress is not None:
+            progress.phase(f"publishing to {stage_config.output_dir}")
         summary = read_summary(work_dir)
         manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
                                   inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__)
@@ -150,6 +156,15 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None) -> PrepareResu
                          pipeline_s=pipeline_s, tokens_per_s=tokens / wall if wall > 0 else 0.0)
 
 
+def describe_policy(policy: dict[str, Any]) -> str:
+    """``im (system 1, user 1, tool 1, assistant 1, assistant_end 1)``: the policy name and its non-zero weights."""
+    from im_data import ROLE_LABELS
+
+    weights = ", ".join(f"{r} {policy[r]:g}" for r in ROLE_LABELS if policy.get(r))
+    last = "; last assistant turn only" if policy.get("last_assistant_only") else ""
+    return f"{policy.get('name', '?')} ({weights}{last})"
+
+
 def print_summary(result: PrepareResult, file=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -159,6 +174,11 @@ def print_summary(result: PrepareResult, file=None) -> None:
     table = Table(title=f"im-data prepare → {result.output_dir}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
+    policy = m.get("policy") or {}
+    table.add_row("output", result.output_dir)
+    table.add_row("mode / policy", describe_policy(policy))
+    table.add_row("tokenizer", str((m.get("tokenizer") or {}).get("name_or_path", "?")))
+    table.add_row("chat template", str((m.get("chat_template") or {}).get("name", "?")))
     table.add_row("read", f"{c['read']:,}")
     table.add_row("written", f"{c['written']:,}")
     table.add_row("rejected", f"{c['rejected']:,}")
@@ -178,16 +198,15 @@ def print_summary(result: PrepareResult, file=None) -> None:
 
 
 def command(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from .progress import ProgressDisplay
+
     if args.quiet:
         logging.getLogger("im_data.prepare").setLevel(logging.WARNING)
     from .signals import stop_on_signals
 
-    try:
-        with stop_on_signals("im-data prepare"):  # SIGTERM/SIGINT: temporary folder removed, one line, 143/130
-            result = prepare(options_from_args(args), beam_args)
-    except UsageError as exc:
-        print(f"im-data prepare: error: {exc}", file=sys.stderr)
-        return 2
+    progress = ProgressDisplay("im-data prepare", mode="off" if args.quiet else "auto")
+    with stop_on_signals("im-data prepare"):  # SIGTERM/SIGINT: temporary folder removed, one line, 143/130
+        result = prepare(options_from_args(args), beam_args, progress=progress)
     if not args.quiet:
         print_summary(result)
     return 0

@@ -28,8 +28,6 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-import apache_beam as beam
-
 from im_data.errors import RecordError
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 
@@ -420,26 +418,11 @@ def read_split(split: Split, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -
     yield from READERS[split.source.kind](split, max_record_bytes)
 
 
-class _ReadSplitFn(beam.DoFn):
-    def __init__(self, max_record_bytes: int):
-        self.max_record_bytes = max_record_bytes
+def __getattr__(name: str):
+    """The Beam transform lives in :mod:`pipelines.read_beam`, so that reading one record (``inspect``) does not
+    import Beam; ``from pipelines.read import ReadExamples`` still works."""
+    if name in ("ReadExamples", "_ReadSplitFn"):
+        from . import read_beam
 
-    def process(self, split: Split) -> Iterator[RawRecord]:
-        yield from read_split(split, self.max_record_bytes)
-
-
-class ReadExamples(beam.PTransform):
-    """``PBegin → PCollection[RawRecord]``: every record of every source, with its source and index."""
-
-    def __init__(self, sources: tuple[Source, ...], split_bytes: int = 16 << 20,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
-        super().__init__()
-        self.sources = tuple(sources)
-        self.split_bytes = split_bytes
-        self.max_record_bytes = max_record_bytes
-
-    def expand(self, pbegin):
-        splits = plan_splits(self.sources, self.split_bytes)
-        return (pbegin
-                | "Splits" >> beam.Create(splits, reshuffle=False)
-                | "ReadSplits" >> beam.ParDo(_ReadSplitFn(self.max_record_bytes)))
+        return getattr(read_beam, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

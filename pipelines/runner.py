@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable
 
@@ -23,6 +24,18 @@ def split_pipeline_options(pipeline_options: Any = None) -> tuple[list[str], dic
     raise TypeError(f"pipeline_options must be a PipelineOptions or a list of flags, got {type(pipeline_options)}")
 
 
+def _quiet_dask() -> bool:
+    """Hide dask/distributed INFO chatter unless im-data runs with ``-v`` (importing distributed resets its
+    loggers' levels, so this runs after the import). Returns whether to silence."""
+    import distributed  # noqa: F401 - configures its loggers on import
+
+    quiet = logging.getLogger("im_data").getEffectiveLevel() > logging.INFO
+    if quiet:
+        for name in ("distributed", "dask"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    return quiet
+
+
 def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
     """``(runner, PipelineOptions, LocalCluster or None)`` for one run."""
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -31,6 +44,8 @@ def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
     beam_args, values = split_pipeline_options(pipeline_options)
     given = {a.lstrip("-").split("=", 1)[0] for a in beam_args if a.startswith("--")} | set(values)
     cluster = None
+    if "default_sdk_harness_log_level" not in given and logging.getLogger("im_data").getEffectiveLevel() > logging.INFO:
+        beam_args.append("--default_sdk_harness_log_level=ERROR")  # worker processes' chatter: only with -v
     if name.lower() in ("direct", "directrunner"):
         chosen: Any = "DirectRunner"
     elif name.lower() in ("dask", "daskrunner"):
@@ -43,11 +58,14 @@ def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
         if address is None and not given & {"dask_client_address", "dask_scheduler_file"}:
             from distributed import LocalCluster
 
+            quiet = _quiet_dask()
             cluster = LocalCluster(n_workers=runner.dask_workers or os.cpu_count() or 1, threads_per_worker=1,
-                                   processes=True, host="127.0.0.1", dashboard_address=None)
+                                   processes=True, host="127.0.0.1", dashboard_address=None,
+                                   silence_logs=logging.ERROR if quiet else logging.INFO)
             address = cluster.scheduler_address
         if address is not None:
             beam_args.append(f"--dask_client_address={address}")
+        _quiet_dask()
     else:
         chosen = name
     return chosen, PipelineOptions(beam_args, **values), cluster

@@ -46,8 +46,10 @@ def run_cli(*argv: str, width: int = 100) -> Result:
 
 
 def error_lines(result: Result) -> list[str]:
-    """stderr lines that are ours (Beam may log unrelated warnings)."""
-    return [line for line in result.err.splitlines() if line.startswith("im-data ")]
+    """stderr lines that are our errors and warnings (Beam may log unrelated warnings; progress lines are not
+    counted)."""
+    return [line for line in result.err.splitlines()
+            if line.startswith("im-data ") and (": error: " in line or ": warning: " in line)]
 
 
 @pytest.fixture(scope="session")
