@@ -238,7 +238,7 @@ class Encoder:
                 check_length_bound(convs[-1].text, self._length_bound)
                 index.append(i)
             except RecordError as exc:
-                results[i] = exc
+                results[i] = exc.with_traceback(None)  # a kept traceback would hold the batch (a reference cycle)
                 del convs[len(index):]  # a conversation rejected after rendering (length bound)
             except Exception as exc:  # noqa: BLE001 - one record never kills a batch
                 results[i] = internal_error(exc)

@@ -93,6 +93,17 @@ def parse_payload(rec: RawRecord) -> Any:
         raise internal_error(exc) from None
 
 
+BATCH_BYTES = 8 << 20  # raw bytes per encode batch (at most about): big records make smaller batches
+
+
+def record_weight(rec: RawRecord, batch_size: int) -> int:
+    """A record's share of an encode batch of ``batch_size`` units: 1, or more for a record of more than
+    ``BATCH_BYTES / batch_size`` raw bytes, so that a batch holds at most ``batch_size`` records and about
+    ``BATCH_BYTES`` of raw input (1024 records of 1 MB would otherwise be a 1 GB batch, twice in flight)."""
+    size = len(rec.payload) if isinstance(rec.payload, (bytes, bytearray, str)) else 0
+    return max(1, -(-size * batch_size // BATCH_BYTES))
+
+
 class _Progress:
     """Logs encoded examples and tokens every ``every`` seconds (per worker process)."""
 
@@ -209,7 +220,8 @@ class EncodeExamples(beam.PTransform):
     def expand(self, records):
         from .progress import report_progress
 
-        batches = records | "Batch" >> beam.BatchElements(min_batch_size=self.config.batch_size,
-                                                          max_batch_size=self.config.batch_size)
+        n = self.config.batch_size
+        batches = records | "Batch" >> beam.BatchElements(min_batch_size=n, max_batch_size=n,
+                                                          element_size_fn=lambda rec: record_weight(rec, n))
         batches = report_progress(batches, self.config.progress_dir, "batch", "ProgressRead")
         return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows")

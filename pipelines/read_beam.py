@@ -12,7 +12,7 @@ from .read import RawRecord, Source, Split, plan_splits, read_split
 
 
 class _ReadSplitFn(beam.DoFn):
-    def __init__(self, max_record_bytes: int):
+    def __init__(self, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         self.max_record_bytes = max_record_bytes
 
     def process(self, split: Split) -> Iterator[RawRecord]:

@@ -186,3 +186,13 @@ def test_unexpected_exception_on_one_record_is_internal_error(tmp_path):
     assert res["manifest"]["counts"]["written"] == 2
     (rej,) = res["rejects"]
     assert (rej["index"], rej["reason"]) == (1, "internal_error") and rej["message"].startswith("TypeError: ")
+
+
+def test_big_records_make_smaller_encode_batches():
+    from pipelines.encode import BATCH_BYTES, record_weight
+    from pipelines.read import RawRecord
+
+    assert record_weight(RawRecord("s", 0, b"{}"), 1024) == 1
+    assert record_weight(RawRecord("s", 0, {"a": 1}), 1024) == 1
+    big = RawRecord("s", 0, b"x" * (1 << 20))
+    assert record_weight(big, 1024) == 1024 * (1 << 20) // BATCH_BYTES  # a batch holds BATCH_BYTES / 1 MB such records
