@@ -1,27 +1,7 @@
-"""Chat templates and exact span finding.
-
-A :class:`ChatTemplate` is a Jinja chat template (the tokenizer's own, a built-in written by us, or a file).
-:func:`find_spans` locates every message's content in the rendered conversation by comparing the renders of
-``messages[:i]`` and ``messages[:i+1]`` — never by searching for marker strings such as ``<|user|>``:
-
-1. every render must be a prefix of the next (else: ``template_error``);
-2. the text a message adds (its *delta*) must contain the message's content, verbatim or trimmed (templates
-   like llama3 trim); content a template defers (llama2/gemma put the system prompt inside the first user
-   turn) is looked for in later deltas, in order;
-3. where the content occurs more than once in a delta (content ``"user"`` under a ``<|im_start|>user`` header)
-   the template is rendered once more with unique sentinel contents, and the delta must equal that render with
-   the sentinels replaced: the header and footer then fix the span exactly. If neither way gives one answer,
-   the record is rejected with ``template_error``; we never guess.
-
->>> t = ChatTemplate.builtin("tulu")
->>> msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
->>> r = find_spans(t, msgs, {"eos_token": "</s>", "bos_token": "<s>"})
->>> r.text
-'<|user|>\\nHi\\n<|assistant|>\\nYo</s>\\n'
->>> [(r.text[s:e], role) for s, e, role in r.content_spans]
-[('Hi', 'user'), ('Yo', 'assistant')]
->>> [r.text[s:e] for s, e in r.after_assistant]
-['</s>\\n']
+"""Chat templates: a :class:`ChatTemplate` is a Jinja chat template (the tokenizer's own, a built-in written by us,
+or a file), rendered in the sandboxed environment ``transformers`` uses, with the variables
+``apply_chat_template`` passes (``messages``, ``tools``, ``documents``, ``add_generation_prompt``, the special
+tokens and the chat template kwargs). Span finding on the render lives in :mod:`im_data.spans`.
 """
 
 from __future__ import annotations
