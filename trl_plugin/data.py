@@ -50,11 +50,6 @@ def shard_paths(path: str | os.PathLike, manifest: Manifest | None = None, split
     return prepared.shard_files(split)
 
 
-def manifest_policy_is_binary(manifest: Manifest) -> bool | None:
-    """True when every role weight of the manifest's policy is 0 or 1; None when the policy is unreadable."""
-    return manifest.policy_is_binary
-
-
 def check_tokenizer(manifest: Manifest, tokenizer: Any, where: str = "") -> None:
     expected = manifest.tokenizer_fingerprint
     actual = tokenizer_fingerprint(tokenizer)

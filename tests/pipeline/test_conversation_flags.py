@@ -42,12 +42,14 @@ def test_flags_reach_the_encoder_and_the_manifest(tmp_path):
 
 def test_unrendered_field_is_a_reject_unless_allowed(tmp_path):
     record = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "x_note": "n"}]}
-    data = _write(tmp_path, [record])
+    plain = {"messages": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]}
+    data = _write(tmp_path, [record, plain])  # a run that writes nothing fails (exit 3): keep one good record
     assert run_cli("prepare", data, "-o", tmp_path / "a", "--chat-template", "chatml", "-q") == 0
-    assert read_output(tmp_path / "a")["manifest"]["counts"]["rejected_by_reason"] == {"unrendered_field": 1}
+    counts = read_output(tmp_path / "a")["manifest"]["counts"]
+    assert counts["rejected_by_reason"] == {"unrendered_field": 1} and counts["written"] == 1
     assert run_cli("prepare", data, "-o", tmp_path / "b", "--chat-template", "chatml", "--allow-unrendered",
                    "x_note", "-q") == 0
-    assert read_output(tmp_path / "b")["manifest"]["counts"]["written"] == 1
+    assert read_output(tmp_path / "b")["manifest"]["counts"]["written"] == 2
 
 
 def test_bad_chat_template_kwargs_is_a_usage_error(tmp_path, capsys):

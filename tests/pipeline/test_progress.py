@@ -45,7 +45,13 @@ def test_prepare_plain_progress_lines(tmp_path, bad_expected):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["rejected"] == rejected and manifest["counts"]["read"] == 16
     # the summary names the policy, tokenizer, template and output
-    assert "im (system 1, user 1, tool 1, assistant 1, assistant_end 1)" in proc.stdout
+    from im_data.roles import ROLE_TABLE
+
+    from pipelines.prepare import describe_policy
+
+    trained = ", ".join(f"{r.name} 1" for r in ROLE_TABLE if r.side != "template")  # im: every non-template role
+    assert describe_policy(manifest["policy"]) == f"im ({trained})"
+    assert "im (system 1, user 1" in proc.stdout  # the summary table's policy row (it wraps the rest)
     assert "tokenizer" in proc.stdout and "chat template" in proc.stdout and str(out) in proc.stdout
     assert not [line for line in proc.stderr.splitlines() if line.startswith("INFO")]  # no log chatter
 

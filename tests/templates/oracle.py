@@ -59,7 +59,7 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "deepseek_r1_distill_qwen": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
     "deepseek_v3_1": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
     "granite3_3": ("<|tool_call|>", None),
-    "command_r_plus_tool_use": ("Action:", None),
+    "command_r_plus_tool_use": ("\nAction:", None),  # the newline after the generation prompt opens the call
 }
 
 

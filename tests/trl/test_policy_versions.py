@@ -10,7 +10,6 @@ import pytest
 
 from shard_fixture import write_shard_dir
 from trl_plugin import FloatWeightsWarning, load_prepared
-from trl_plugin.data import manifest_policy_is_binary
 
 IM_V1 = {"assistant": 1.0, "assistant_end": 1.0, "last_assistant_only": False, "name": "im", "system": 1.0,
          "template": 0.0, "tool": 1.0, "user": 1.0, "version": 1}
@@ -25,9 +24,13 @@ def with_policy(path, policy):
 
 
 def test_v1_policies_are_read():
-    assert manifest_policy_is_binary({"policy": IM_V1}) is True
-    assert manifest_policy_is_binary({"policy": WIT_V1}) is False
-    assert manifest_policy_is_binary({"policy": {**IM_V1, "version": 99}}) is None  # unreadable: no claim
+    from im_data.policy import WeightPolicy
+
+    assert WeightPolicy.from_dict(IM_V1).is_binary is True
+    assert WeightPolicy.from_dict(WIT_V1).is_binary is False
+    assert WeightPolicy.from_dict(IM_V1).reasoning == WeightPolicy.from_dict(IM_V1).tool_call == 1.0
+    with pytest.raises(ValueError, match="version 99"):  # unreadable: no claim
+        WeightPolicy.from_dict({**IM_V1, "version": 99})
 
 
 def test_load_prepared_with_a_v1_manifest(tmp_path, tok):
