@@ -20,6 +20,7 @@ import os
 import re
 
 from im_data import storage
+from im_data.dataset import FORMATS as SHARD_FILE_FORMATS
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
@@ -28,7 +29,7 @@ from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
 from im_data.roles import ROLE_LABELS, roles_on_side
 from im_data.templates import ChatTemplate
 
-SHARD_FORMATS = ("arrow", "parquet")
+SHARD_FORMATS = SHARD_FILE_FORMATS  # one owner: the output contract (im_data.dataset.FORMATS)
 HUB_PREFIXES = ("hf:", "hub:")
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SCATTER_SAMPLE = 20_000
