@@ -1,5 +1,6 @@
 """The reference in docs/ cannot drift from the commands: every option that `--help` lists is documented in
-docs/CLI.md, and every relative link of README.md and docs/*.md points at a file that exists."""
+docs/CLI.md, every reason code of `im_data.REASONS` is in the reason-code table of docs/OUTPUT.md (and nothing
+else is), and every relative link of README.md and docs/*.md points at a file that exists."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_DOC = ROOT / "docs" / "CLI.md"
+OUTPUT_DOC = ROOT / "docs" / "OUTPUT.md"
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9_-]*)")
 
 
@@ -56,6 +58,30 @@ def test_every_option_of_our_own_im_sft_fields_is_in_docs_cli():
     section = doc[doc.index("## `im-sft`"):]
     missing = sorted(name for name in ours if f"`--{name}`" not in section)
     assert not missing, f"docs/CLI.md's im-sft section lacks {missing}"
+
+
+def _table_after(doc: str, heading: str) -> list[list[str]]:
+    """The cells of the first Markdown table after ``heading`` (header and separator rows dropped)."""
+    lines = doc[doc.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return rows
+
+
+def test_reason_code_table_lists_every_reason_code():
+    from im_data.errors import REASONS
+
+    rows = _table_after(OUTPUT_DOC.read_text(encoding="utf-8"), "## Rejected records: reason codes")
+    documented = [row[0].strip("`") for row in rows]
+    assert len(documented) == len(set(documented)), f"a reason code is listed twice: {documented}"
+    assert set(documented) == set(REASONS), (
+        f"docs/OUTPUT.md's reason-code table lacks {sorted(set(REASONS) - set(documented))} and lists unknown codes "
+        f"{sorted(set(documented) - set(REASONS))}")
+    assert all(len(row) == 2 and row[1] for row in rows), "every reason code has a meaning"
 
 
 def test_relative_links_resolve():
