@@ -304,7 +304,9 @@ def _configs(datasets: list[DatasetSpec], options: AuditOptions) -> list[tuple[i
             if encoder is None:  # fail fast on a bad tokenizer/template, before Beam starts
                 tok = options.encoder.load_tokenizer()
                 encoder = options.encoder.resolved(tok)
-                encoder.build(tok)
+                from .encode import remember_encoder
+
+                remember_encoder(encoder, encoder.build(tok))  # the in-process runner's workers reuse it
             config = PrepareConfig(sources=sources, encoder=encoder, batch_size=options.batch_size)
         except (InputError, TokenizerLoadError, ValueError, OSError) as exc:
             raise usage_error(exc) from None
