@@ -232,7 +232,7 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
 
     from .encode import EncodeExamples
     from .read import ReadExamples
-    from .stats import ComputeStats, CountRecords
+    from .stats import ComputeStats, CountRecords, SampleRowsFn
 
     tagged = []
     for idx, config in enumerate(configs):
@@ -249,8 +249,8 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
                       | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}")
                       | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults())
         lengths = (encoded.rows
-                   | f"{d}/Lengths" >> beam.FlatMap(_length_pairs)
-                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleCombineFn(sample_size)).without_defaults())
+                   | f"{d}/Lengths" >> beam.Map(_length_pairs)
+                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleRowsFn(sample_size)).without_defaults())
         tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)),
                    read | f"{d}/TagRead" >> beam.Map(_tag("read", idx)),
                    rejects | f"{d}/TagRejects" >> beam.Map(_tag("rejects", idx)),
