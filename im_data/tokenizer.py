@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,24 +30,28 @@ def resolve_tokenizer_path(name_or_path: str | os.PathLike | None) -> str:
     return str(name_or_path)
 
 
-GENERIC_FAST_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+GENERIC_FAST_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 
-def _is_generic_fast(path: str) -> bool:
-    """A local directory holding a ``tokenizer.json`` whose config names the generic fast class: it loads with
-    ``PreTrainedTokenizerFast`` directly, which (unlike ``AutoTokenizer``) does not import torch."""
-    config = Path(path) / "tokenizer_config.json"
-    if not (Path(path) / "tokenizer.json").is_file() or not config.is_file():
+def _generic_fast_dir(path: str) -> bool:
+    """A local folder whose ``tokenizer_config.json`` names the generic fast tokenizer class (no custom code):
+    loaded with that class directly. ``AutoTokenizer`` would give the same object but first imports the model
+    configuration code, and with it torch: seconds of start-up for every `prepare`."""
+    config = os.path.join(path, "tokenizer_config.json")
+    if not (os.path.isfile(config) and os.path.isfile(os.path.join(path, "tokenizer.json"))):
         return False
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") in GENERIC_FAST_CLASSES
-    except (OSError, ValueError, AttributeError):
+        with open(config, encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError):
         return False
+    return (isinstance(settings, dict) and settings.get("tokenizer_class") in GENERIC_FAST_CLASSES
+            and "auto_map" not in settings)
 
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str, trust_remote_code: bool) -> Any:
-    if _is_generic_fast(path):
+    if _generic_fast_dir(path):
         from transformers import PreTrainedTokenizerFast as AutoTokenizer
     else:
         from transformers import AutoTokenizer

@@ -231,7 +231,7 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
     from .encode import EncodeExamples
     from .progress import report_progress
     from .read import ReadExamples
-    from .stats import ComputeStats, CountRecords
+    from .stats import ComputeStats, CountRecords, SampleRowsFn
 
     tagged = []
     for idx, config in enumerate(configs):
@@ -252,8 +252,8 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
                       | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}")
                       | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults())
         lengths = (rows
-                   | f"{d}/Lengths" >> beam.FlatMap(_length_pairs)
-                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleCombineFn(sample_size)).without_defaults())
+                   | f"{d}/Lengths" >> beam.Map(_length_pairs)
+                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleRowsFn(sample_size)).without_defaults())
         tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)),
                    read | f"{d}/TagRead" >> beam.Map(_tag("read", idx)),
                    rejects | f"{d}/TagRejects" >> beam.Map(_tag("rejects", idx)),
@@ -307,7 +307,9 @@ def _configs(datasets: list[DatasetSpec], options: AuditOptions) -> list[tuple[i
             if encoder is None:  # fail fast on a bad tokenizer/template, before Beam starts
                 tok = options.encoder.load_tokenizer()
                 encoder = options.encoder.resolved(tok)
-                encoder.build(tok)
+                from .encode import remember_encoder
+
+                remember_encoder(encoder, encoder.build(tok))  # the in-process runner's workers reuse it
             config = PrepareConfig(sources=sources, encoder=encoder, batch_size=options.batch_size)
         except (InputError, TokenizerLoadError, ValueError, OSError) as exc:
             raise usage_error(exc) from None

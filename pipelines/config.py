@@ -28,10 +28,12 @@ class PrepareConfig:
     format: str = "arrow"
     num_shards: int = 1
     batch_size: int = 1024                     # max records per encode batch (BatchElements)
-    run_buffer_bytes: int = 16 << 20          # rows buffered per writer before a sorted run is spilled
+    run_buffer_bytes: int = 16 << 20          # rows buffered per worker before a run (sorted by input order) is
+    #                                           spilled; bounds the writer's memory, whatever the data size
     split_bytes: int = 16 << 20               # target size of one read split of a plain JSONL file
     max_record_bytes: int = 16 << 20          # a larger raw record is rejected too_large while reading
-    merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards
+    merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards (exactly,
+    #                                           so the bytes do not depend on how the runs were cut)
     eval_fraction: float = 0.0                # share of examples in the evaluation split (by example_id)
     eval_split: str = "test"                  # the evaluation split's name
     progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere

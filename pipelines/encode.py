@@ -38,6 +38,13 @@ def build_encoder(config: PrepareConfig):
     return config.encoder.build()
 
 
+def remember_encoder(options, encoder) -> None:
+    """Seed the per-process cache with an Encoder already built for ``options`` (the launcher's, so that an
+    in-process runner does not build a second one)."""
+    with _ENCODERS_LOCK:
+        _ENCODERS.setdefault(options, encoder)
+
+
 def get_encoder(config: PrepareConfig):
     """The per-process cached Encoder (runners may call ``setup`` once per bundle, e.g. Dask)."""
     key = config.encoder
@@ -132,6 +139,8 @@ class _EncodeBatchFn(beam.DoFn):
 
     def setup(self) -> None:
         self.encoder = get_encoder(self.config)
+        # the position of each input: with the record index, the rows' order key (see pipelines.write)
+        self.positions = {source.label: i for i, source in enumerate(self.config.sources)}
         self.progress = _Progress()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="im-data-tokenize")
 
@@ -172,17 +181,22 @@ class _EncodeBatchFn(beam.DoFn):
         from im_data import LengthStats, RecordError
         from im_data.shards import examples_to_record_batch
 
+        from .write import order_keys, with_order
+
         results = self._results(todo, prepared, future)
-        good, ids = [], []
+        good, ids, kept = [], [], []
         for (rec, _), res in zip(todo, results):
             if isinstance(res, RecordError):
                 yield pvalue.TaggedOutput(REJECTS, make_reject(rec, res, rec.payload))
             else:
                 good.append(res)
                 ids.append(example_id(rec.source, rec.index))
+                kept.append(rec)
         if good:
-            # one columnar element per batch: rows travel as an Arrow record batch, statistics as one partial
-            yield examples_to_record_batch(good, ids)
+            # one columnar element per batch: rows travel as an Arrow record batch (with their order key),
+            # statistics as one partial
+            keys = order_keys([self.positions[rec.source] for rec in kept], [rec.index for rec in kept])
+            yield with_order(examples_to_record_batch(good, ids), keys)
             stats = LengthStats()
             stats.add_examples(good)
             yield pvalue.TaggedOutput(STATS, stats)

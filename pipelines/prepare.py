@@ -119,6 +119,9 @@ def plan(options: PrepareOptions):
                                eval_split=options.eval_split, max_record_bytes=options.max_record_bytes)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
+    from .encode import remember_encoder
+
+    remember_encoder(encoder_options, encoder)  # the in-process runner's workers reuse it
     return config, encoder.metadata()
 
 

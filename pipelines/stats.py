@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import apache_beam as beam
+from apache_beam.transforms.combiners import SampleCombineFn
 
 
 class LengthStatsFn(beam.CombineFn):
@@ -58,3 +59,13 @@ class CountRecords(beam.PTransform):
 
     def expand(self, pcoll):
         return pcoll | "Count" >> beam.CombineGlobally(beam.combiners.CountCombineFn()).without_defaults()
+
+
+class SampleRowsFn(SampleCombineFn):
+    """A uniform sample of ``n`` rows from lists of rows (one list per record batch): the rows never become
+    Beam elements one by one, which costs more than sampling them."""
+
+    def add_input(self, heap, rows):
+        for row in rows:
+            heap = super().add_input(heap, row)
+        return heap

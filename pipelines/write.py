@@ -1,20 +1,30 @@
 """Shards: rows → ``shards/part-XXXXX-of-YYYYY.arrow`` (Arrow IPC stream) or ``.parquet``.
 
+Rows of a shard come in INPUT ORDER: by input (the position of its source in the expanded input list), then by
+record index within that input. Each row carries that position as an ``_order`` key (:func:`order_keys`,
+``position << 40 | index``) from the encoder to the writer; the key is dropped from the shards.
 Deterministic and streaming in two steps:
 
 1. ``SpillRuns``: each worker buffers rows (``run_buffer_bytes``), assigns every row to shard
-   ``crc32(example_id) % num_shards`` and spills, per shard, a *run* sorted by ``example_id``
-   (``_runs/shard-XXXXX/<uuid>.arrow``). Only small run descriptors travel through the shuffle.
-2. ``MergeShard`` (one per shard, after a GroupByKey on the shard number): a k-way merge of the shard's runs
-   by ``example_id`` in chunks of ``merge_chunk_rows`` rows, so memory stays bounded by the number of runs
-   times one chunk, whatever the data size. Runs are deleted afterwards.
+   ``crc32(example_id) % num_shards`` and spills, per shard, a *run* sorted by ``_order``
+   (``_runs/shard-XXXXX/<uuid>.arrow``; already sorted when the worker saw its rows in input order, the usual
+   case, so nothing is permuted). Only small run descriptors ``{path, num_rows, first, last}`` travel through
+   the shuffle.
+2. ``MergeShard`` (one per shard, after a GroupByKey on the shard number): a streaming merge of the shard's runs
+   by ``_order``. Runs from distinct read splits cover disjoint key ranges, so the merge hands over whole record
+   batches of one run after the other (a concatenation, no take); where runs interleave (several workers
+   sharing splits) it takes the longest slice of one run below the next run's key, so it stays a concatenation
+   of slices. The slices are cut into record batches of exactly ``merge_chunk_rows`` rows. Memory: one record
+   batch per open run plus one output chunk, whatever the data size. Runs are deleted afterwards.
 
-So the shard files (and their sha256) depend only on the input and the settings, never on the runner, the
-bundling or the number of workers.
+So the shard files (and their sha256, computed while writing) depend only on the input and the settings, never
+on the runner, the bundling or the number of workers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import uuid
 import zlib
 from typing import Any, Iterator
@@ -22,7 +32,6 @@ from typing import Any, Iterator
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -34,7 +43,9 @@ from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
 from .config import PrepareConfig
 
 SCHEMA = SHARD_SCHEMA
-RUN_BATCH_ROWS = 256  # rows per record batch inside a spilled run: what a merge cursor holds
+ORDER_COLUMN = "_order"
+ROW_SCHEMA = SHARD_SCHEMA.append(pa.field(ORDER_COLUMN, pa.int64()))  # rows inside the pipeline and in runs
+INDEX_BITS = 40  # record index within one input: up to 2**40 records; input position: up to 2**23 inputs
 RUNS_DIR = "_runs"
 
 
@@ -69,10 +80,39 @@ def _parent_dir(path: str) -> None:
     storage.makedirs(storage.parent(path))
 
 
-def write_ipc_file(path: str, table: pa.Table) -> None:
+def order_keys(positions, indices) -> np.ndarray:
+    """The ``_order`` keys of records ``indices`` of the inputs at ``positions`` (ints or sequences): input
+    order as one int64, ``position << 40 | index``."""
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >> INDEX_BITS):
+        raise ValueError(f"record index out of range for the order key (0 <= index < 2**{INDEX_BITS})")
+    return (np.asarray(positions, dtype=np.int64) << INDEX_BITS) | idx
+
+
+def with_order(batch: pa.RecordBatch, keys: np.ndarray) -> pa.RecordBatch:
+    """A shard record batch plus its ``_order`` column (:data:`ROW_SCHEMA`), as rows travel to the writer."""
+    return pa.RecordBatch.from_arrays(batch.columns + [pa.array(keys, pa.int64())], schema=ROW_SCHEMA)
+
+
+def _keys(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    return np.asarray(batch.column(ORDER_COLUMN)) if batch.num_rows else np.zeros(0, np.int64)
+
+
+def write_run(path: str, batches: list[pa.RecordBatch]) -> None:
+    """One run file (Arrow IPC file, :data:`ROW_SCHEMA`), record batches as given (they must be sorted)."""
     _parent_dir(path)
-    with storage.open_file(path, "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
-        writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
+    with storage.open_file(path, "wb") as sink, pa.ipc.new_file(sink, ROW_SCHEMA) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+
+
+def sort_run(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """The rows of ``batches`` sorted by ``_order``; the batches themselves when they already are (no copy)."""
+    keys = np.concatenate([_keys(b) for b in batches]) if batches else np.zeros(0, np.int64)
+    if keys.size < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return batches
+    table = pa.Table.from_batches(batches, ROW_SCHEMA)
+    return table.take(pa.array(np.argsort(keys, kind="stable"))).combine_chunks().to_batches()
 
 
 class _SpillRunsFn(beam.DoFn):
@@ -102,108 +142,169 @@ class _SpillRunsFn(beam.DoFn):
     def _flush(self) -> Iterator[tuple[int, dict[str, Any]]]:
         buffers, self.buffers, self.buffered = self.buffers, {}, 0
         for shard in sorted(buffers):
-            table = pa.Table.from_batches(buffers[shard], SCHEMA)
-            table = table.take(pc.sort_indices(table.column("example_id")))
+            batches = sort_run(buffers[shard])
             rel = f"{RUNS_DIR}/shard-{shard:05d}/{uuid.uuid4().hex}.arrow"
-            write_ipc_file(storage.join(self.config.work_dir, rel), table)
-            yield shard, {"path": rel, "num_rows": table.num_rows}
+            write_run(storage.join(self.config.work_dir, rel), batches)
+            yield shard, {"path": rel, "num_rows": sum(b.num_rows for b in batches),
+                          "first": int(_keys(batches[0])[0]), "last": int(_keys(batches[-1])[-1])}
 
 
-class _RunCursor:
-    """Reads rows ``[lo, hi)`` of a sorted run, moving forward only, holding a few record batches."""
+class _Run:
+    """A sorted run read forward, one record batch at a time (read into memory, freed when passed)."""
 
     def __init__(self, path: str):
         self.file = storage.open_file(path, "rb") if storage.is_url(path) else pa.OSFile(path, "rb")
         self.reader = pa.ipc.open_file(self.file)
-        self.batches: dict[int, pa.RecordBatch] = {}
+        self.next_batch, self.batch, self.keys, self.pos = 0, None, None, 0
+        self._advance()
 
-    def ids(self) -> pa.ChunkedArray:
-        """The run's example ids, copied out of each record batch so that the batch can be freed at once
-        (a column slice would keep its whole batch alive: the run would sit in memory for the merge)."""
-        column = COLUMN_ORDER.index("example_id")
-        chunks = []
-        for i in range(self.reader.num_record_batches):
-            ids = self.reader.get_batch(i).column(column)
-            chunks.append(pc.take(ids, pa.array(np.arange(len(ids)))))
-        return pa.chunked_array(chunks, pa.string())
+    @property
+    def done(self) -> bool:
+        return self.batch is None
 
-    def rows(self, lo: int, hi: int) -> pa.Table:
-        first, last = lo // RUN_BATCH_ROWS, (hi - 1) // RUN_BATCH_ROWS
-        for b in [b for b in self.batches if b < first]:
-            del self.batches[b]
-        for b in range(first, last + 1):
-            if b not in self.batches:
-                self.batches[b] = self.reader.get_batch(b)
-        table = pa.Table.from_batches([self.batches[b] for b in range(first, last + 1)], SCHEMA)
-        return table.slice(lo - first * RUN_BATCH_ROWS, hi - lo)
+    def key(self) -> int:
+        return int(self.keys[self.pos])
+
+    def _advance(self) -> None:
+        self.batch = self.keys = None
+        while self.next_batch < self.reader.num_record_batches:
+            batch = self.reader.get_batch(self.next_batch)
+            self.next_batch += 1
+            if batch.num_rows:
+                self.batch, self.keys, self.pos = batch, _keys(batch), 0
+                return
+        self.close()
+
+    def take_below(self, bound: int | None) -> pa.RecordBatch:
+        """The rows from the current one on, inside the current record batch, whose key is below ``bound``
+        (at least one row); moves past them."""
+        end = len(self.keys) if bound is None else max(int(np.searchsorted(self.keys, bound)), self.pos + 1)
+        piece = self.batch.slice(self.pos, end - self.pos)
+        self.pos = end
+        if self.pos >= len(self.keys):
+            self._advance()
+        return piece
 
     def close(self) -> None:
-        self.batches.clear()
+        self.batch = self.keys = None
         self.file.close()
 
 
+class _HashingSink:
+    """A binary file wrapper that computes the sha256 of what goes through it (no second read of the shard)."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.position, self.closed = raw, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.raw.write(view)
+        self.position += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.raw.close()
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
 class _ShardWriter:
+    """Writes one shard in record batches of exactly ``chunk_rows`` rows (the last one shorter), whatever the
+    slices it is given: so the bytes depend only on the rows. ``sha256`` is known after :meth:`close`."""
+
     def __init__(self, path: str, fmt: str, chunk_rows: int):
         _parent_dir(path)
         self.fmt, self.chunk_rows, self.rows = fmt, chunk_rows, 0
-        self.sink = storage.open_file(path, "wb") if storage.is_url(path) else pa.OSFile(path, "wb")
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.sink = _HashingSink(storage.open_file(path, "wb"))
+        self.stream = pa.PythonFile(self.sink, mode="w")
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self.writer = pq.ParquetWriter(self.sink, SCHEMA, compression="zstd")
+            self.writer = pq.ParquetWriter(self.stream, SCHEMA, compression="zstd")
         else:
-            self.writer = pa.ipc.new_stream(self.sink, SCHEMA)
+            self.writer = pa.ipc.new_stream(self.stream, SCHEMA)
 
-    def write(self, table: pa.Table) -> None:
-        self.rows += table.num_rows
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Rows (with or without ``_order``) to append, in order."""
+        while batch.num_rows:
+            head = batch.slice(0, self.chunk_rows - self.pending_rows)
+            batch = batch.slice(head.num_rows)
+            self.pending.append(head)
+            self.pending_rows += head.num_rows
+            if self.pending_rows == self.chunk_rows:
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        # concat_batches always copies into fresh, tight buffers: a slice of a larger record batch would
+        # otherwise carry its parent's buffer lengths into the file, and the bytes would depend on the runs
+        batch = pa.concat_batches([piece.select(COLUMN_ORDER) for piece in self.pending])
+        self.pending, self.pending_rows = [], 0
+        self.rows += batch.num_rows
+        self._write(batch)
+
+    def _write(self, batch: pa.RecordBatch) -> None:
         if self.fmt == "parquet":
-            self.writer.write_table(table, row_group_size=self.chunk_rows)
+            self.writer.write_batch(batch, row_group_size=self.chunk_rows)
         else:
-            self.writer.write_table(table, max_chunksize=self.chunk_rows)
+            self.writer.write_batch(batch)
 
-    def close(self) -> None:
+    def close(self) -> str:
+        if self.pending:
+            self._write_pending()
+        if self.rows == 0:
+            self._write(pa.RecordBatch.from_pylist([], schema=SCHEMA))
         self.writer.close()
+        self.stream.close()
         self.sink.close()
+        return self.sink.sha.hexdigest()
 
 
-def merge_runs(run_paths: list[str], out_path: str, fmt: str, chunk_rows: int) -> int:
-    """k-way merge of runs (each sorted by example_id) into one shard, chunk by chunk. Returns the row count."""
-    cursors = [_RunCursor(p) for p in run_paths]
+def merge_runs(run_paths: list[str], out_path: str, fmt: str, chunk_rows: int) -> tuple[int, str]:
+    """Merge runs (each sorted by ``_order``) into one shard; returns ``(row count, sha256 of the file)``.
+
+    A heap holds each open run's next key; the run with the smallest key hands over its longest slice below the
+    next run's key (its whole remaining record batch when the runs do not interleave)."""
+    runs = [_Run(p) for p in run_paths]
     writer = _ShardWriter(out_path, fmt, chunk_rows)
     try:
-        ids = [c.ids() for c in cursors]
-        sizes = np.array([len(a) for a in ids], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        total = int(starts[-1])
-        if total == 0:
-            writer.write(SCHEMA.empty_table())
-            return 0
-        all_ids = pa.chunked_array([chunk for a in ids for chunk in a.chunks], pa.string())
-        order = np.asarray(pc.sort_indices(all_ids)).astype(np.int64)
-        del all_ids, ids
-        # every run is sorted, so each run contributes one contiguous, increasing row range per chunk
-        next_row = np.zeros(len(cursors), dtype=np.int64)
-        for lo in range(0, total, chunk_rows):
-            chunk = order[lo:lo + chunk_rows]
-            run = np.searchsorted(starts, chunk, side="right") - 1
-            counts = np.bincount(run, minlength=len(cursors))
-            first_rows = next_row.copy()
-            block_start = np.zeros(len(cursors), dtype=np.int64)
-            pieces, pos = [], 0
-            for r in np.nonzero(counts)[0]:
-                pieces.append(cursors[r].rows(int(first_rows[r]), int(first_rows[r] + counts[r])))
-                block_start[r] = pos
-                pos += int(counts[r])
-            next_row += counts
-            table = pa.concat_tables(pieces)
-            # where each chunk element sits in `table`: its run's block + its offset inside that run's range
-            perm = block_start[run] + (chunk - starts[run] - first_rows[run])
-            writer.write(table.take(pa.array(perm)).combine_chunks())
-        return total
+        heap = [(run.key(), i) for i, run in enumerate(runs) if not run.done]
+        heapq.heapify(heap)
+        while heap:
+            _, i = heapq.heappop(heap)
+            run = runs[i]
+            bound = heap[0][0] if heap else None
+            while not run.done:
+                writer.add(run.take_below(bound))
+                if not run.done and bound is not None and run.key() > bound:
+                    heapq.heappush(heap, (run.key(), i))
+                    break
+    except BaseException:
+        writer.sink.close()
+        raise
     finally:
-        writer.close()
-        for c in cursors:
-            c.close()
+        for run in runs:
+            if not run.done:
+                run.close()
+    sha = writer.close()
+    return writer.rows, sha
 
 
 class _MergeShardFn(beam.DoFn):
@@ -213,20 +314,20 @@ class _MergeShardFn(beam.DoFn):
     def process(self, element) -> Iterator[dict[str, Any]]:
         shard, runs = element
         cfg = self.config
-        runs = sorted((r for r in runs if r), key=lambda r: r["path"])
+        runs = sorted((r for r in runs if r), key=lambda r: (r["first"], r["path"]))
         rel, split = shard_name(shard, cfg)
         path = storage.join(cfg.work_dir, rel)
-        num_rows = merge_runs([storage.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
-                              cfg.merge_chunk_rows)
+        num_rows, sha256 = merge_runs([storage.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
+                                      cfg.merge_chunk_rows)
         expected = sum(r["num_rows"] for r in runs)
         if num_rows != expected:
             raise RuntimeError(f"shard {shard}: merged {num_rows} rows, runs hold {expected}")
         storage.remove_tree(storage.join(cfg.work_dir, RUNS_DIR, f"shard-{shard:05d}"))
-        yield {"shard": shard, "path": rel, "split": split, "num_rows": num_rows, "sha256": storage.sha256_file(path)}
+        yield {"shard": shard, "path": rel, "split": split, "num_rows": num_rows, "sha256": sha256}
 
 
 class WriteShards(beam.PTransform):
-    """``PCollection[pa.RecordBatch]`` → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard,
+    """``PCollection[pa.RecordBatch]`` (:data:`ROW_SCHEMA`: shard columns plus ``_order``) → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard,
     even empty)."""
 
     def __init__(self, config: PrepareConfig):

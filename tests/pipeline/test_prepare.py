@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from im_data import ROLE_CODES, load_tokenizer
+from im_data.shards import example_id
 from pipeline_helpers import DATA, read_output, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,12 +72,36 @@ def test_shard_columns_labels_and_weights(sample_out):
         assert len(ids) == len(labels) == len(w) == len(roles)
         assert np.array_equal(labels, np.where(w > 0, ids, -100))
         assert np.all(w[roles == ROLE_CODES["template"]] == 0) and np.all(w[roles == ROLE_CODES["user"]] == 1)
-    # rows within each shard are sorted by example_id
+    # rows within each shard come in input order (record index of the one input)
+    index_of = {example_id("im_data/assets/sample.jsonl", i): i for i in range(80)}
     for shard in res["manifest"]["shards"]:
-        import pyarrow as pa
-
         ids = pa.ipc.open_stream(pa.memory_map(str(sample_out / shard["path"]))).read_all()["example_id"].to_pylist()
-        assert ids == sorted(ids)
+        indices = [index_of[i] for i in ids]
+        assert indices == sorted(indices) and len(set(indices)) == len(indices)
+
+
+def test_shard_rows_in_input_order_across_inputs(tmp_path):
+    """Rows of each shard: by input position (as given on the command line), then record index; the shard of a
+    row is crc32(example_id) % num_shards."""
+    sample = REPO / "im_data/assets/sample.jsonl"
+    shutil.copyfile(sample, tmp_path / "second.jsonl")
+    inputs = [str(sample), str(BAD), str(tmp_path / "second.jsonl")]
+    out = tmp_path / "out"
+    assert run_cli("prepare", *inputs, "-o", out, "--num-shards", 3, "-q") == 0
+    position = {}
+    for k, path in enumerate(inputs):
+        n = len(Path(path).read_bytes().splitlines())
+        position.update({example_id(os.path.normpath(path), i): (k, i) for i in range(n)})
+    m = read_output(out)["manifest"]
+    seen, inputs_seen = 0, set()
+    for number, shard in enumerate(m["shards"]):
+        ids = pa.ipc.open_stream(pa.memory_map(str(out / shard["path"]))).read_all()["example_id"].to_pylist()
+        keys = [position[i] for i in ids]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        assert all(zlib.crc32(i.encode()) % 3 == number for i in ids)
+        inputs_seen |= {k for k, _ in keys}
+        seen += len(ids)
+    assert seen == m["counts"]["written"] > 160 and inputs_seen == {0, 1, 2}
 
 
 def test_shards_memory_map_with_datasets(sample_out):
