@@ -71,7 +71,13 @@ def make_inputs(shared: Path, copies: int, dest: Path) -> str:
 
 
 def render_texts(pattern: str, dest: Path) -> Path:
-    """Every conversation rendered with the template (as prepare renders it), pickled for the reference."""
+    """Every conversation rendered with the template (as prepare renders it), pickled for the reference; in a
+    subprocess, so that this process stays small (a child's peak RSS counts what it inherits at fork)."""
+    subprocess.run([sys.executable, __file__, "--render", pattern, str(dest)], env=_env(), cwd=REPO, check=True)
+    return dest
+
+
+def _render(pattern: str, dest: Path) -> None:
     import glob
     import pickle
 
@@ -86,7 +92,6 @@ def render_texts(pattern: str, dest: Path) -> Path:
             texts.extend(ex.text for ex in enc.encode_batch(records[i:i + 1024]) if not isinstance(ex, Exception))
     with open(dest, "wb") as f:
         pickle.dump(texts, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return dest
 
 
 def _env() -> dict:
@@ -144,6 +149,10 @@ def rate(run: dict) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--render"]:
+        sys.path.insert(0, str(REPO))
+        _render(sys.argv[2], Path(sys.argv[3]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,10,30", help="copies of the shared data to measure (default: 1,10,30; "
                                                         "x1 is the base of the RSS ratio)")
