@@ -188,6 +188,7 @@ class Encoder:
                                  allow_unrendered=self.allow_unrendered)
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
+        self._special_strings = tuple(sorted({t for t in tokenizer.convert_ids_to_tokens(sorted(specials)) if t}))
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
                                         max(specials, default=0) + 1), dtype=bool)
         self._is_special[list(specials)] = True
@@ -234,7 +235,9 @@ class Encoder:
         index, convs = [], []
         for i, record in enumerate(records):
             try:
-                convs.append(self._spans.find(read_conversation(record, self.format_options)))
+                conversation = read_conversation(record, self.format_options)
+                self._reject_special_tokens_in_arguments(conversation)
+                convs.append(self._spans.find(conversation))
                 check_length_bound(convs[-1].text, self._length_bound)
                 index.append(i)
             except RecordError as exc:
@@ -244,6 +247,22 @@ class Encoder:
                 results[i] = internal_error(exc)
                 del convs[len(index):]
         return PreparedBatch(results, index, convs)
+
+    def _reject_special_tokens_in_arguments(self, conversation: Any) -> None:
+        """Tool-call arguments are rendered as the template likes (often re-serialised), so their characters are
+        not traced through the render: check their text for special-token strings before rendering."""
+        if self.allow_special_tokens:
+            return
+        for j, message in enumerate(conversation.messages):
+            for k, call in enumerate(message.get("tool_calls") or ()):
+                function = call.get("function", call) if isinstance(call, Mapping) else {}
+                arguments = function.get("arguments") if isinstance(function, Mapping) else None
+                text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+                found = next((t for t in self._special_strings if t in text), None)
+                if found is not None:
+                    raise RecordError("special_token_in_content",
+                                      f"message {j} (assistant) tool call {k}: its arguments contain the special "
+                                      f"token {found!r}; pass allow_special_tokens to accept it")
 
     def tokenize(self, prepared: "PreparedBatch") -> list[Any]:
         """Stage 2 (Rust): one batch call of the fast tokenizer, with offsets. Releases the GIL."""
@@ -438,6 +457,7 @@ class Encoder:
         then assistant_end, then template); a special token takes its first character's (an ``rstrip`` special
         token that swallows content whitespace stays template)."""
         key = np.zeros(batch.total_chars, dtype=np.int16)  # +1 separator char per record keeps indices in range
+        data = np.zeros(batch.total_chars, dtype=np.int8)  # 1 where a field's value is (whatever role wins there)
         region = np.zeros_like(key, dtype=np.int32)
         n_regions = 0
         for base, conv in zip(batch.char_base.tolist(), convs):
@@ -447,6 +467,8 @@ class Encoder:
                 region[base + start: base + end] = n_regions
             for start, end, k in conv.spans:  # wrapper then data spans, in writing order
                 key[base + start: base + end] = k
+                if k >= CONTENT and k % 2:  # a data span: a wrapper written over it later keeps it data
+                    data[base + start: base + end] = 1
         if batch.ids.size == 0:
             return np.zeros(0, dtype=np.int8), np.zeros(0, dtype=bool)
         global_offsets = batch.offsets + batch.char_base[batch.seg][:, None]
@@ -454,7 +476,9 @@ class Encoder:
         special = self._is_special[batch.ids]
         token_key[special] = key[global_offsets[special, 0]]
         roles = role_of_key(token_key).astype(np.int8)
-        in_data = (token_key >= CONTENT) & (token_key % 2 == 1)
+        token_data = np.maximum.reduceat(data, global_offsets.reshape(-1))[::2]
+        token_data[special] = data[global_offsets[special, 0]]
+        in_data = token_data.astype(bool)
         # assistant_end stops at (and includes) the first special token of each region; the rest is template
         cand = np.flatnonzero(roles == Role.ASSISTANT_END)
         if cand.size:

@@ -177,9 +177,7 @@ def test_last_assistant_only_zeroes_every_output_role_of_earlier_turns(default_t
     assert all(w == 0 for r, w in first_turn if r in output_side)
 
 
-@pytest.mark.parametrize("where", ["reasoning_content", pytest.param("arguments", marks=pytest.mark.xfail(
-    strict=True, reason="core: the tool-call block region overwrites the data flag of the arguments inside it, so "
-                        "a special token in arguments is not rejected (reported to the lead)"))])
+@pytest.mark.parametrize("where", ["reasoning_content", "arguments"])
 def test_special_token_inside_reasoning_or_tool_call_is_rejected(default_tokenizer, where):
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "ok", "reasoning_content": "fine",
                                                  "tool_calls": [{"type": "function", "function": {
