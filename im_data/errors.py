@@ -6,7 +6,7 @@ output keyed by that code; nothing is swallowed and nothing else is fatal.
 
 from __future__ import annotations
 
-#: Stable reason codes, with a one-line meaning each (documented in the README).
+#: Stable reason codes, with a one-line meaning each (documented in docs/OUTPUT.md; tests/test_docs.py keeps the table complete).
 REASONS: dict[str, str] = {
     "invalid_json": "the line or file is not valid JSON (or not valid UTF-8)",
     "unknown_format": "the record matches no known input format",

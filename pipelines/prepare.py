@@ -23,10 +23,6 @@ from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, 
 LOG = logging.getLogger("im_data.prepare")
 
 
-# the launcher's one-line user errors (exit 2); kept under its old name for callers
-SetupError = UsageError
-
-
 @dataclasses.dataclass(frozen=True)
 class PrepareResult:
     """What :func:`prepare` returns: the published manifest and statistics, and timings."""
