@@ -117,14 +117,31 @@ def _recommendation_section(stats: Mapping[str, Any]) -> str:
     return out + f"\n\n_{rec.caveat} ({rec.citation})._"
 
 
-def _train_section(m: Manifest, where: str) -> str:
-    out = ("## How to train\n\nWith the per-token loss weights (any policy):\n\n```bash\n"
-           f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n\n")
+HUB_PREFIX = "hf://datasets/"
+
+
+def dataset_reference(location: str | None) -> tuple[str, str]:
+    """How the card's commands name the dataset, and the sentence that says where to run them: ``.`` for a local
+    folder (the commands run inside it, so they still work once the folder is moved, copied or uploaded), the hub
+    name for ``hf://datasets/ORG/NAME``, the URL for other object storage, ``DIR`` when unknown."""
+    if not location:
+        return "DIR", ""
+    if location.startswith(HUB_PREFIX):
+        return "/".join(location[len(HUB_PREFIX):].split("/")[:2]), ""
+    if "://" in location:
+        return location.rstrip("/"), ""
+    return ".", ("Run these commands in this folder (`.` is this folder, wherever it is moved or copied; on a "
+                 "dataset hub, use the dataset's name instead).\n\n")
+
+
+def _train_section(m: Manifest, where: str, note: str = "") -> str:
+    out = (f"## How to train\n\n{note}With the per-token loss weights (any policy):\n\n```bash\n"
+           f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir {_run_dir(where)}\n```\n\n")
     binary = m.policy_is_binary
     if binary:
         out += ("The weights of this policy are 0 or 1, so the `labels` column (-100 where the weight is 0) says the "
                 "same thing: plain TRL trains on it unchanged:\n\n```bash\n"
-                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n")
+                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir {_run_dir(where)}\n```\n")
     else:
         out += ("> **Warning**: this policy has fractional weights. Plain `trl sft` (or `SFTTrainer`) reads only "
                 "`labels` and trains every token with a weight > 0 at weight 1; use `im-sft` "
@@ -133,19 +150,23 @@ def _train_section(m: Manifest, where: str) -> str:
                   f"`trl_plugin.load_prepared(\"{where}\")` also checks the manifest, the row counts and the tokenizer.")
 
 
+def _run_dir(where: str) -> str:
+    return "../RUN" if where == "." else "RUN"  # a training run beside the folder, not inside it
+
+
 def _columns_section(m: Manifest) -> str:
     return "## Columns\n\n" + _table(["column", "type"], [[f"`{c.name}`", f"`{c.type}`"] for c in m.columns])
 
 
 def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | None = None) -> str:
     """The whole ``README.md``: YAML header, then the sections. ``location`` (the output directory or URL) names
-    the dataset and goes into the commands; ``DIR`` when not given."""
+    the dataset; the commands name it as :func:`dataset_reference` says (``DIR`` when not given)."""
     header = yaml.safe_dump(card_metadata(manifest), sort_keys=False, default_flow_style=False)
-    where = location or "DIR"
-    name = where.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
+    where, note = dataset_reference(location)
+    name = location.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
     intro = (f"# {name}\n\nTokenized conversations with per-token loss weights (`loss_weights`) and token roles "
              f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {manifest.splits.get(TRAIN_SPLIT, 0):,} "
              "examples. `manifest.json` (written last) lists every file with its sha256.")
     sections = [intro, _made_section(manifest), _counts_section(manifest), _lengths_section(stats),
-                _recommendation_section(stats), _train_section(manifest, where), _columns_section(manifest)]
+                _recommendation_section(stats), _train_section(manifest, where, note), _columns_section(manifest)]
     return f"---\n{header}---\n\n" + "\n\n".join(sections) + "\n"

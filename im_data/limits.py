@@ -52,9 +52,9 @@ class LengthBound:
             return
         size = len(text) if len(text) > limit else len(text.encode("utf-8", "surrogatepass"))
         if size > limit:
-            raise RecordError("too_long", f"the rendered text has {size} bytes > max_length {self.max_length} × "
+            raise RecordError("too_long", f"the rendered text has {size} bytes > --max-length {self.max_length} × "
                                           f"{self.token_bytes} bytes (the longest token); rejected without "
-                                          "tokenizing it (truncation=drop)")
+                                          "tokenizing it (--truncation drop)")
 
 
 def check_length_bound(text: str, bound: LengthBound | None) -> None:

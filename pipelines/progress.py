@@ -1,8 +1,8 @@
 """Live progress of ``prepare`` and ``audit``: workers write small count files, the launcher polls them.
 
-Beam metrics cannot be read mid-run on every runner, so the pipeline carries pass-through steps
-(:func:`report_progress`) that count what passes (records and bytes read per source, rows and tokens written,
-rejects, finished phases) in a per-process :class:`_Reporter`, which rewrites one small JSON file per worker process
+Beam metrics cannot be read mid-run on every runner, so the encode step counts each batch it finishes (records
+and bytes read per source, tokens, rejects) and pass-through steps (:func:`report_progress`) mark finished phases,
+in a per-process :class:`_Reporter`, which rewrites one small JSON file per worker process
 in a temporary progress directory (atomically, at most every :data:`FLUSH_S` seconds and at the end of each
 bundle). The launcher's :class:`ProgressDisplay` sums those files: a rich bar on a terminal, plain periodic lines
 otherwise (every ``IM_DATA_PROGRESS_INTERVAL`` seconds, default 10, and at every phase change).
@@ -41,7 +41,7 @@ class _Reporter:
     def __init__(self, progress_dir: str):
         self.enabled = bool(progress_dir) and os.path.isdir(progress_dir)  # not on remote workers
         self.path = os.path.join(progress_dir, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json")
-        self.counts: dict[str, Any] = {"records": 0, "bytes": 0, "written": 0, "tokens": 0, "rejected": 0,
+        self.counts: dict[str, Any] = {"records": 0, "bytes": 0, "tokens": 0, "rejected": 0,
                                        "by_source": {}, **{p: 0 for p in PHASES}}
         self.lock = threading.Lock()
         self.last_flush = 0.0
@@ -96,17 +96,8 @@ def _tap_classes():
             self.reporter = _Reporter.get(self.progress_dir)
 
         def process(self, element):
-            r = self.reporter
-            if self.kind == "batch":        # a list of RawRecords about to be encoded
-                r.add_records(element)
-            elif self.kind == "rows":       # an Arrow record batch of shard rows
-                r.add("written", element.num_rows)
-                r.add("tokens", len(element.column("input_ids").values))
-            elif self.kind == "rejects":    # one dead letter
-                r.add("rejected")
-            else:                           # a phase marker: encode_done, merged
-                r.add(self.kind)
-            r.flush()
+            self.reporter.add(self.kind)  # a phase marker: encode_done, merged
+            self.reporter.flush()
             yield element
 
         def finish_bundle(self) -> None:
@@ -144,7 +135,7 @@ def report_progress(pcoll, progress_dir: str, kind: str, label: str):
 # ------------------------------------------------------------------------------------------- launcher side
 def read_counts(progress_dir: str) -> dict[str, Any]:
     """The sum of every worker's counts (missing or half-written files are skipped)."""
-    total: dict[str, Any] = {"records": 0, "bytes": 0, "written": 0, "tokens": 0, "rejected": 0, "by_source": {},
+    total: dict[str, Any] = {"records": 0, "bytes": 0, "tokens": 0, "rejected": 0, "by_source": {},
                              **{p: 0 for p in PHASES}}
     try:
         names = [n for n in os.listdir(progress_dir) if n.endswith(".json")]
@@ -240,6 +231,7 @@ class ProgressDisplay:
         self._rich = None
         self._task = None
         self._start = time.monotonic()
+        self._unregister = None
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, progress_dir: str, sources, num_shards: int | None = None, stages: int = 1) -> None:
@@ -257,6 +249,9 @@ class ProgressDisplay:
                    + ("" if known == len(self.sizes) else f" ({len(self.sizes) - known} measured only at the end)"))
         if self.mode == "rich":
             self._start_rich()
+        from .signals import restore_on_signal
+
+        self._unregister = restore_on_signal(self.abort)
         self._thread = threading.Thread(target=self._poll, name="im-data-progress", daemon=True)
         self._thread.start()
 
@@ -270,7 +265,25 @@ class ProgressDisplay:
         else:
             self._line(name)
 
+    def abort(self) -> None:
+        """Stop drawing at once and give the terminal back (cursor shown, the live line ended by a newline); for a
+        signal handler, which prints its own closing line next."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        rich, self._rich = self._rich, None
+        if rich is not None:
+            refresh = getattr(rich.live, "_refresh_thread", None)
+            if refresh is not None:  # rich's own redraw thread: stopped before the last draw
+                refresh.done.set()
+                refresh.join(timeout=1.0)
+            rich.stop()
+
     def stop(self, counts_final: bool = True) -> None:
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
         if self.mode == "off" or self._thread is None:
             return
         self._stop.set()
