@@ -29,6 +29,7 @@ from typing import Any, Iterable
 FLUSH_S = 0.5
 PLAIN_INTERVAL_S = 10.0
 PHASES = ("encode_done", "merged")   # counters of phase markers that taps report
+SHOW_CURSOR = b"\x1b[?25h"
 
 
 # ------------------------------------------------------------------------------------------- worker side
@@ -247,11 +248,11 @@ class ProgressDisplay:
         known = sum(1 for i in self.sizes if i["unit"])
         self._line(f"reading {len(self.sizes)} input(s), {_mb(self.total_bytes)}"
                    + ("" if known == len(self.sizes) else f" ({len(self.sizes) - known} measured only at the end)"))
-        if self.mode == "rich":
-            self._start_rich()
         from .signals import restore_on_signal
 
-        self._unregister = restore_on_signal(self.abort)
+        self._unregister = restore_on_signal(self.abort)  # before the cursor is hidden
+        if self.mode == "rich":
+            self._start_rich()
         self._thread = threading.Thread(target=self._poll, name="im-data-progress", daemon=True)
         self._thread.start()
 
@@ -267,18 +268,31 @@ class ProgressDisplay:
 
     def abort(self) -> None:
         """Stop drawing at once and give the terminal back (cursor shown, the live line ended by a newline); for a
-        signal handler, which prints its own closing line next."""
+        signal handler, which prints its own closing line next. The signal may come in the middle of rich's own
+        start or drawing, so the cursor is also shown by a direct write to the terminal."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
         rich, self._rich = self._rich, None
-        if rich is not None:
-            refresh = getattr(rich.live, "_refresh_thread", None)
-            if refresh is not None:  # rich's own redraw thread: stopped before the last draw
-                refresh.done.set()
-                refresh.join(timeout=1.0)
-            rich.stop()
+        if rich is None:
+            return
+        live = rich.live
+        refresh = getattr(live, "_refresh_thread", None)
+        if refresh is not None:  # rich's own redraw thread: stopped before the last draw
+            refresh.done.set()
+            refresh.join(timeout=1.0)
+        drawn = False
+        try:
+            rich.stop()  # the last state, a newline, the cursor shown
+        except Exception:  # noqa: BLE001 - interrupted half-way through rich's start: undo what it did by hand
+            drawn = bool(getattr(getattr(live, "_live_render", None), "last_render_height", 0))
+            with contextlib.suppress(Exception):
+                live._disable_redirect_io()  # pylint: disable=protected-access
+        with contextlib.suppress(Exception):
+            self.file.flush()
+        with contextlib.suppress(Exception):
+            os.write(self.file.fileno(), SHOW_CURSOR + (b"\n" if drawn else b""))
 
     def stop(self, counts_final: bool = True) -> None:
         if self._unregister is not None:
