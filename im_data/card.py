@@ -17,6 +17,7 @@ Pure: builds text from a :class:`im_data.dataset.Manifest` and the ``stats.json`
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping
 
 import yaml
@@ -121,37 +122,35 @@ HUB_PREFIX = "hf://datasets/"
 
 
 def dataset_reference(location: str | None) -> tuple[str, str]:
-    """How the card's commands name the dataset, and the sentence that says where to run them: ``.`` for a local
-    folder (the commands run inside it, so they still work once the folder is moved, copied or uploaded), the hub
-    name for ``hf://datasets/ORG/NAME``, the URL for other object storage, ``DIR`` when unknown."""
+    """How the card's commands name the dataset, and the sentence that says where to run them: ``./NAME`` for a
+    local folder NAME (run from the folder that holds it, so the commands hold wherever the folder is moved or
+    copied; ``.`` would do for neither ``datasets`` nor TRL, which name a dataset after its path), the hub name for
+    ``hf://datasets/ORG/NAME``, the URL for other object storage, ``DIR`` when unknown."""
     if not location:
         return "DIR", ""
     if location.startswith(HUB_PREFIX):
         return "/".join(location[len(HUB_PREFIX):].split("/")[:2]), ""
     if "://" in location:
         return location.rstrip("/"), ""
-    return ".", ("Run these commands in this folder (`.` is this folder, wherever it is moved or copied; on a "
-                 "dataset hub, use the dataset's name instead).\n\n")
+    where = f"./{location.rstrip('/').replace(os.sep, '/').rsplit('/', 1)[-1]}"
+    return where, (f"Run these commands in the folder that holds this one (`{where}` is this folder, wherever it is "
+                   "moved or copied; on a dataset hub, use the dataset's name instead).\n\n")
 
 
 def _train_section(m: Manifest, where: str, note: str = "") -> str:
     out = (f"## How to train\n\n{note}With the per-token loss weights (any policy):\n\n```bash\n"
-           f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir {_run_dir(where)}\n```\n\n")
+           f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n\n")
     binary = m.policy_is_binary
     if binary:
         out += ("The weights of this policy are 0 or 1, so the `labels` column (-100 where the weight is 0) says the "
                 "same thing: plain TRL trains on it unchanged:\n\n```bash\n"
-                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir {_run_dir(where)}\n```\n")
+                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n")
     else:
         out += ("> **Warning**: this policy has fractional weights. Plain `trl sft` (or `SFTTrainer`) reads only "
                 "`labels` and trains every token with a weight > 0 at weight 1; use `im-sft` "
                 "(`trl_plugin.WeightedSFTTrainer`) to train on the weights.\n")
     return out + (f"\nIn Python: `datasets.load_dataset(\"{where}\")` gives the splits above; "
                   f"`trl_plugin.load_prepared(\"{where}\")` also checks the manifest, the row counts and the tokenizer.")
-
-
-def _run_dir(where: str) -> str:
-    return "../RUN" if where == "." else "RUN"  # a training run beside the folder, not inside it
 
 
 def _columns_section(m: Manifest) -> str:
