@@ -12,8 +12,11 @@ transform to a ``dask.bag`` operation, but (checked against Beam 2.77 with a thr
 3. it strips the tag of tagged outputs, so a consumer of ``result.rejects`` also receives the main output.
 
 This subclass keeps the stock translations and fixes those three points: it computes every leaf bag,
-collects outputs after ``finish_bundle`` and routes tagged outputs to their own consumers only. Nothing
-else changes (same options: ``--dask_client_address``, ``--dask_npartitions``, ...).
+collects outputs after ``finish_bundle`` and routes tagged outputs to their own consumers only. It also hands
+the leaves to Dask together (the stock ``dask.optimize(*leaves)`` first gives each leaf its own copy of the
+stages they share, so every record was read and encoded once per sink), and, without ``-v``, keeps Beam's
+import-time warnings off the workers' stderr (:mod:`pipelines.dask_logs`). Nothing else changes (same options:
+``--dask_client_address``, ``--dask_npartitions``, ...).
 """
 
 from __future__ import annotations
