@@ -61,7 +61,8 @@ def template_hint(template_name: str, parts: list[str]) -> str:
     if not parts or template_name == TOOLS_TEMPLATE:
         return ""
     what = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
-    return f"; the built-in chat template {TOOLS_TEMPLATE} renders the record's {what} (--chat-template {TOOLS_TEMPLATE})"
+    return (f"; the built-in chat template {TOOLS_TEMPLATE} renders the record's {what} "
+            f"(--chat-template {TOOLS_TEMPLATE})")
 
 
 class RecordError(ValueError):

@@ -222,7 +222,7 @@ def reject_rate_problem(counts, max_reject_rate: float) -> str | None:
 
 
 #: What the user can change when most records are rejected for a reason: the flags of ``im-data prepare`` (None:
-#: the records themselves must change). ``tests/pipeline/test_first_hour.py`` checks that every flag exists.
+#: the records themselves must change). ``tests/pipeline/test_failed_runs.py`` checks that every flag exists.
 REASON_FIXES: dict[str, str | None] = {
     "invalid_json": None,
     "unknown_format": "name the format and its columns with --input-format FORMAT --columns KEY=NAME, e.g. "

@@ -273,12 +273,39 @@ class ProgressDisplay:
 
     def abort(self) -> None:
         """Stop drawing at once and give the terminal back (cursor shown, the live line ended by a newline); for a
-        signal handler, which prints its own closing line next. The signal may come in the middle of rich's own
-        start or drawing, so the cursor is also shown by a direct write to the terminal."""
+        signal handler, which prints its own closing line next."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
+        self._close_rich()
+
+    def stop(self, counts_final: bool = True) -> None:
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
+        if self.mode == "off":
+            return
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        elif self._rich is None:
+            return  # never started
+        counts = read_counts(self.progress_dir)
+        if counts_final:
+            self._phase_from(counts)  # phases the last poll did not see
+        if self.mode == "rich" and self._rich is not None:
+            if self._task is not None:
+                self._update_rich(counts, final=counts_final)
+            self._close_rich()
+        elif counts_final and self._phase == "encoding":  # later phases printed it already
+            self._line(self._status(counts, final=True))
+
+    def _close_rich(self) -> None:
+        """Stop the live display: its last state, a newline, the cursor shown. An interruption (a signal, Ctrl-C)
+        may have come in the middle of rich's own start or drawing, so the cursor is also shown by a direct write to
+        the terminal."""
         rich, self._rich = self._rich, None
         if rich is None:
             return
@@ -289,7 +316,7 @@ class ProgressDisplay:
             refresh.join(timeout=1.0)
         drawn = False
         try:
-            rich.stop()  # the last state, a newline, the cursor shown
+            rich.stop()
         except Exception:  # noqa: BLE001 - interrupted half-way through rich's start: undo what it did by hand
             drawn = bool(getattr(getattr(live, "_live_render", None), "last_render_height", 0))
             with contextlib.suppress(Exception):
@@ -298,25 +325,6 @@ class ProgressDisplay:
             self.file.flush()
         with contextlib.suppress(Exception):
             os.write(self.file.fileno(), SHOW_CURSOR + (b"\n" if drawn else b""))
-
-    def stop(self, counts_final: bool = True) -> None:
-        if self._unregister is not None:
-            self._unregister()
-            self._unregister = None
-        if self.mode == "off" or self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        counts = read_counts(self.progress_dir)
-        if counts_final:
-            self._phase_from(counts)  # phases the last poll did not see
-        if self.mode == "rich" and self._rich is not None:
-            self._update_rich(counts, final=counts_final)
-            self._rich.stop()
-            self._rich = None
-        elif counts_final and self._phase == "encoding":  # later phases printed it already
-            self._line(self._status(counts, final=True))
 
     # -- rendering ----------------------------------------------------------------------------
     def _line(self, text: str) -> None:
@@ -395,9 +403,9 @@ def watching(display: ProgressDisplay | None, sources, **kwargs):
         yield ""
         return
     progress_dir = tempfile.mkdtemp(prefix="im-data-progress-")
-    display.start(progress_dir, sources, **kwargs)
     ok = False
     try:
+        display.start(progress_dir, sources, **kwargs)  # inside: Ctrl-C during the start still stops the display
         yield progress_dir
         ok = True
     finally:

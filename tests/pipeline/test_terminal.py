@@ -113,3 +113,12 @@ def test_exit_3_shows_the_cursor_and_says_what_failed_first(tmp_path):
                         "published\r\n")
     assert failed < text.index("im-data prepare →")  # before the summary table
     assert "publishing" not in text
+
+
+def test_audit_ctrl_c_shows_the_cursor(tmp_path):
+    """audit has no signal handler of its own: Ctrl-C is a KeyboardInterrupt, possibly in the middle of the
+    display's start; the display is stopped all the same."""
+    data = big_input(tmp_path / "big.jsonl", 200)
+    code, out = run_on_pty(tmp_path, "audit", data, on_display=lambda proc: proc.send_signal(signal.SIGINT))
+    assert code == 130, out[-2000:]
+    check_terminal_restored(out, "im-data audit: interrupted")
