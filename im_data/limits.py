@@ -7,7 +7,7 @@
 >>> bound.check("x" * 81)
 Traceback (most recent call last):
 ...
-im_data.errors.RecordError: [too_long] the rendered text has 81 bytes > max_length 16 × 5 bytes (the longest token); rejected without tokenizing it (truncation=drop)
+im_data.errors.RecordError: [too_long] the rendered text has 81 bytes > --max-length 16 × 5 bytes (the longest token); rejected without tokenizing it (--truncation drop)
 """
 
 from __future__ import annotations
