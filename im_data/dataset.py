@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import posixpath
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import storage
 
@@ -35,7 +35,6 @@ CARD_FILE = "README.md"
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
 MANIFEST_SCHEMA_VERSION = 1
-FORMATS = ("arrow", "parquet")
 TRAIN_SPLIT = "train"
 DEFAULT_EVAL_SPLIT = "test"
 #: The deterministic evaluation split, in words (also written into the dataset card).
@@ -46,6 +45,101 @@ EVAL_SPLIT_RECIPE = ("an example goes to the evaluation split when int(sha256('e
 
 class ManifestError(ValueError):
     """A prepared directory is absent, incomplete, or its manifest is invalid or disagrees with its files."""
+
+
+# ------------------------------------------------------------------------------------------ shard formats
+class _ArrowWriter:
+    """Arrow IPC stream: record batches as given (``rows`` is ignored)."""
+
+    def __init__(self, sink, schema):
+        import pyarrow as pa
+
+        self._writer = pa.ipc.new_stream(sink, schema)
+
+    def write(self, batch, rows: int | None = None) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _ParquetWriter:
+    """Parquet, zstd: one row group of at most ``rows`` rows per batch (``None``: pyarrow's default)."""
+
+    def __init__(self, sink, schema):
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(sink, schema, compression="zstd")
+
+    def write(self, batch, rows: int | None = None) -> None:
+        self._writer.write_batch(batch, row_group_size=rows)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _read_arrow(path: str, columns: list[str] | None, batch_size: int) -> Iterator[Any]:
+    """Record batches of an Arrow IPC stream (what ``prepare`` writes) or IPC file; ``batch_size`` is ignored."""
+    import pyarrow as pa
+
+    source = pa.memory_map(storage.local_path(path), "r") if not storage.is_url(path) else \
+        storage.open_file(path, "rb")
+    with source:
+        try:
+            batches = iter(pa.ipc.open_stream(source))
+        except pa.ArrowInvalid:
+            source.seek(0)
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        for batch in batches:
+            yield batch.select(columns) if columns else batch
+
+
+def _read_parquet(path: str, columns: list[str] | None, batch_size: int) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+
+    with storage.open_file(path, "rb") as f:
+        yield from pq.ParquetFile(f).iter_batches(columns=columns, batch_size=batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardFormat:
+    """One file format of the shards and of the typed dead letters: everything that differs between formats.
+
+    ``writer(sink, schema)`` opens a writer (``write(batch, rows=None)``, ``close()``) on a binary sink;
+    ``reader(path, columns, batch_size)`` yields record batches; ``extension`` ends the file names;
+    ``builder`` is the ``datasets`` builder that loads the files (``datasets.load_dataset(builder, ...)``)."""
+
+    name: str
+    extension: str
+    builder: str
+    writer: Callable[[Any, Any], Any]
+    reader: Callable[[str, "list[str] | None", int], Iterator[Any]]
+
+
+#: The shard formats, by name (``--format``): a new format is one entry here plus its writer and reader.
+SHARD_FORMAT_TABLE: Mapping[str, ShardFormat] = {f.name: f for f in (
+    ShardFormat("arrow", "arrow", "arrow", _ArrowWriter, _read_arrow),
+    ShardFormat("parquet", "parquet", "parquet", _ParquetWriter, _read_parquet),
+)}
+FORMATS = tuple(SHARD_FORMAT_TABLE)
+
+
+def shard_format(name: str) -> ShardFormat:
+    """The :class:`ShardFormat` called ``name``; :class:`ValueError` for an unknown name.
+
+    >>> shard_format("parquet").extension
+    'parquet'
+    """
+    try:
+        return SHARD_FORMAT_TABLE[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown shard format {name!r} ({'|'.join(FORMATS)})") from None
+
+
+def format_of_file(path: str) -> ShardFormat:
+    """The format a shard file's name ends with (Arrow when it ends with none of theirs)."""
+    return next((f for f in SHARD_FORMAT_TABLE.values() if path.endswith(f".{f.extension}")), SHARD_FORMAT_TABLE["arrow"])
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -70,7 +164,7 @@ def _check_rel_path(path: Any, where: str) -> str:
 
 def shard_path(shard: int, num_shards: int, fmt: str, split: str = TRAIN_SPLIT) -> str:
     """``shards/part-XXXXX-of-YYYYY.<fmt>`` for ``train``; ``shards/<split>/part-...`` for another split."""
-    name = f"part-{shard:05d}-of-{num_shards:05d}.{fmt}"
+    name = f"part-{shard:05d}-of-{num_shards:05d}.{shard_format(fmt).extension}"
     return f"{SHARDS_DIR}/{name}" if split == TRAIN_SPLIT else f"{SHARDS_DIR}/{split}/{name}"
 
 
@@ -79,7 +173,7 @@ def reject_path(reason: str) -> str:
 
 
 def reject_table_path(reason: str, fmt: str) -> str:
-    return f"{REJECTS_DIR}/{reason}.{fmt}"
+    return f"{REJECTS_DIR}/{reason}.{shard_format(fmt).extension}"
 
 
 #: Columns of the typed copy of the dead letters: the keys every reject line has (``raw`` as text: a value that
@@ -242,8 +336,10 @@ class Manifest:
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ManifestError(f"unknown shard format {self.format!r} ({'|'.join(FORMATS)})")
+        try:
+            shard_format(self.format)
+        except ValueError as exc:
+            raise ManifestError(str(exc)) from None
         if not self.tokenizer_fingerprint:
             raise ManifestError("the manifest has no tokenizer fingerprint")
         paths = [s.path for s in self.shards]
@@ -418,26 +514,10 @@ def iter_file_batches(path: str, fmt: str | None = None, columns: Sequence[str] 
     """Record batches of one shard file: Parquet, Arrow IPC stream (what ``prepare`` writes) or IPC file.
     ``fmt`` defaults to the file's suffix. Raises :class:`ManifestError` for an unreadable file."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    fmt = fmt or ("parquet" if path.endswith(".parquet") else "arrow")
-    cols = list(columns) if columns else None
+    reader = format_of_file(path).reader if fmt is None else shard_format(fmt).reader
     try:
-        if fmt == "parquet":
-            with storage.open_file(path, "rb") as f:
-                yield from pq.ParquetFile(f).iter_batches(columns=cols, batch_size=batch_size)
-            return
-        source = pa.memory_map(storage.local_path(path), "r") if not storage.is_url(path) else \
-            storage.open_file(path, "rb")
-        with source:
-            try:
-                batches = iter(pa.ipc.open_stream(source))
-            except pa.ArrowInvalid:
-                source.seek(0)
-                reader = pa.ipc.open_file(source)
-                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            for batch in batches:
-                yield batch.select(cols) if cols else batch
+        yield from reader(path, list(columns) if columns else None, batch_size)
     except FileNotFoundError:
         raise ManifestError(f"{path}: listed by the manifest but missing") from None
     except (OSError, pa.ArrowException, KeyError) as exc:
@@ -490,7 +570,7 @@ class PreparedDataset:
         for shard in self.manifest.shards_of(split):
             url = self.path(shard.path)
             name = shard.sha256 or hashlib.sha256(url.encode()).hexdigest()
-            target = os.path.join(os.fspath(cache_dir), f"{name}.{self.manifest.format}")
+            target = os.path.join(os.fspath(cache_dir), f"{name}.{shard_format(self.manifest.format).extension}")
             if not os.path.isfile(target):
                 tmp = f"{target}.tmp-{os.getpid()}"
                 storage.copy_file(url, tmp)

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 from im_data import storage
 from im_data.dataset import (CARD_FILE, MANIFEST_FILE, STATS_FILE, Column, Counts, Manifest, ManifestError,
                              RejectFile, ShardInfo, read_manifest, reject_schema, reject_table_path,
-                             rejects_to_record_batch)
+                             rejects_to_record_batch, shard_format)
 
 from .build import SUMMARY_FILE
 from .write import RUNS_DIR, SCHEMA
@@ -169,26 +169,18 @@ REJECT_BATCH = 4096
 
 def _write_reject_table(src: str, dst: str, fmt: str) -> None:
     """``rejects/<reason>.jsonl`` → its typed copy, streamed in batches of :data:`REJECT_BATCH` lines."""
-    import pyarrow as pa
-
-    schema = reject_schema()
     with storage.open_file(src, "rb") as lines, storage.open_file(dst, "wb") as sink:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            writer = pq.ParquetWriter(sink, schema, compression="zstd")
-        else:
-            writer = pa.ipc.new_stream(sink, schema)
+        writer = shard_format(fmt).writer(sink, reject_schema())
         try:
             batch: list[dict[str, Any]] = []
             for line in lines:
                 if line.strip():
                     batch.append(json.loads(line))
                 if len(batch) >= REJECT_BATCH:
-                    writer.write_batch(rejects_to_record_batch(batch))
+                    writer.write(rejects_to_record_batch(batch))
                     batch = []
             if batch:
-                writer.write_batch(rejects_to_record_batch(batch))
+                writer.write(rejects_to_record_batch(batch))
         finally:
             writer.close()
 

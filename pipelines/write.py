@@ -37,7 +37,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from im_data import storage
-from im_data.dataset import eval_split_of, shard_path
+from im_data.dataset import eval_split_of, shard_format, shard_path
 from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
 
 from .config import PrepareConfig
@@ -230,17 +230,12 @@ class _ShardWriter:
 
     def __init__(self, path: str, fmt: str, chunk_rows: int):
         _parent_dir(path)
-        self.fmt, self.chunk_rows, self.rows = fmt, chunk_rows, 0
+        self.chunk_rows, self.rows = chunk_rows, 0
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.sink = _HashingSink(storage.open_file(path, "wb"))
         self.stream = pa.PythonFile(self.sink, mode="w")
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            self.writer = pq.ParquetWriter(self.stream, SCHEMA, compression="zstd")
-        else:
-            self.writer = pa.ipc.new_stream(self.stream, SCHEMA)
+        self.writer = shard_format(fmt).writer(self.stream, SCHEMA)
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Rows (with or without ``_order``) to append, in order."""
@@ -258,19 +253,13 @@ class _ShardWriter:
         batch = pa.concat_batches([piece.select(COLUMN_ORDER) for piece in self.pending])
         self.pending, self.pending_rows = [], 0
         self.rows += batch.num_rows
-        self._write(batch)
-
-    def _write(self, batch: pa.RecordBatch) -> None:
-        if self.fmt == "parquet":
-            self.writer.write_batch(batch, row_group_size=self.chunk_rows)
-        else:
-            self.writer.write_batch(batch)
+        self.writer.write(batch, self.chunk_rows)
 
     def close(self) -> str:
         if self.pending:
             self._write_pending()
         if self.rows == 0:
-            self._write(pa.RecordBatch.from_pylist([], schema=SCHEMA))
+            self.writer.write(pa.RecordBatch.from_pylist([], schema=SCHEMA), self.chunk_rows)
         self.writer.close()
         self.stream.close()
         self.sink.close()

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from im_data import storage
 from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset,  # noqa: F401 (re-exported)
-                             is_prepared_dir, read_manifest)
+                             is_prepared_dir, read_manifest, shard_format)
 from im_data.tokenizer import tokenizer_fingerprint
 
 #: ``Dataset.info.description`` prefix that carries the manifest's tokenizer fingerprint through `map`/`shuffle`.
@@ -101,7 +101,7 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str 
         files = prepared.shard_files(split)
     # Through the `arrow`/`parquet` builders: they read IPC stream and file formats, and keep every cache file
     # (theirs and those of later `map` calls) in the datasets cache, never inside the prepared directory.
-    ds = datasets.load_dataset(manifest.format, data_files=files, split="train", cache_dir=cache_dir)
+    ds = datasets.load_dataset(shard_format(manifest.format).builder, data_files=files, split="train", cache_dir=cache_dir)
     expected = sum(s.num_rows for s in shards)
     if ds.num_rows != expected:
         raise ManifestError(f"{root}: the shards hold {ds.num_rows} rows, the manifest says {expected}")
