@@ -4,12 +4,16 @@ Layout (``DIR`` is a local directory or a URL such as ``s3://bucket/prefix``)::
 
     DIR/README.md                                   dataset card (YAML ``configs`` for ``datasets.load_dataset(DIR)``)
     DIR/stats.json                                  LengthStats.to_dict() of the rows written
-    DIR/shards/part-XXXXX-of-YYYYY.arrow|parquet    the ``train`` split (rows sorted by example_id per shard)
+    DIR/shards/part-XXXXX-of-YYYYY.arrow|parquet    the ``train`` split (rows in input order within a shard)
     DIR/shards/<split>/part-00000-of-00001.arrow    an evaluation split (``--eval-fraction``), if any
     DIR/rejects/<reason>.jsonl                      dead letters, one file per reason code
     DIR/rejects/<reason>.arrow|parquet              the same dead letters as a typed table (REJECT_SCHEMA), for the
                                                     card's ``rejects`` config (`datasets` reads one format per folder)
     DIR/manifest.json                               written last: its presence means the rest is complete
+
+While a run works, it writes into a run folder next to ``DIR`` (``.DIR.im-data-tmp-<id>``, holding ``_owner.json``,
+``_runs/`` and ``_summary.json`` too), published by a rename; the folder of a run that failed on its reject rate is
+kept, marked by ``_failed.json``; an output being replaced is moved aside to ``.DIR.im-data-old-<id>``.
 
 Everyone who writes or reads such a directory goes through this module: :class:`Manifest` (typed, frozen,
 validated: :meth:`Manifest.from_dict` / :meth:`Manifest.to_dict`), :class:`PreparedDataset` (opens ``DIR``,
@@ -36,7 +40,14 @@ SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
 MANIFEST_SCHEMA_VERSION = 1
 TRAIN_SPLIT = "train"
-DEFAULT_EVAL_SPLIT = "test"
+DEFAULT_EVAL_SPLIT = "test"  # the split `trl sft` evaluates on
+# the run folder (see the module docstring); none of these names is in a published directory
+RUNS_DIR = "_runs"              # sorted runs of shards and dead letters, merged and removed before publishing
+SUMMARY_FILE = "_summary.json"  # the pipeline's summary, turned into the manifest by the launcher
+OWNER_FILE = "_owner.json"      # who works in the run folder (host, pid, start), so a dead run's folder is removed
+FAILED_FILE = "_failed.json"    # marks the kept run folder of a run that failed on its reject rate
+TMP_MARK = ".im-data-tmp-"      # .DIR<TMP_MARK><id>: the run folder
+OLD_MARK = ".im-data-old-"      # .DIR<OLD_MARK><id>: an earlier output moved aside while publishing
 #: The deterministic evaluation split, in words (also written into the dataset card).
 EVAL_SPLIT_RECIPE = ("an example goes to the evaluation split when int(sha256('eval|' + example_id)[:16], 16) "
                      "< fraction * 2**64, i.e. by a hash of its example_id alone: the same examples for the same "

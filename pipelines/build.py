@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import apache_beam as beam
 
 from im_data import storage
+from im_data.dataset import SUMMARY_FILE
 
 from .config import PrepareConfig
 from .encode import EncodeExamples
@@ -23,8 +24,6 @@ from .read import ReadExamples
 from .rejects import WriteRejects
 from .stats import ComputeStats, CountRecords, empty_stats
 from .write import WriteShards, total_shards
-
-SUMMARY_FILE = "_summary.json"
 
 
 def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from im_data.dataset import DEFAULT_EVAL_SPLIT
+
 from .options import SHARD_FORMATS as FORMATS  # noqa: F401  (re-exported)
 from .options import EncoderOptions
 
@@ -35,7 +37,7 @@ class PrepareConfig:
     merge_chunk_rows: int = 1024              # rows per record batch / row group of the final shards (exactly,
     #                                           so the bytes do not depend on how the runs were cut)
     eval_fraction: float = 0.0                # share of examples in the evaluation split (by example_id)
-    eval_split: str = "test"                  # the evaluation split's name
+    eval_split: str = DEFAULT_EVAL_SPLIT      # the evaluation split's name
     progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
 
     def __post_init__(self) -> None:

@@ -31,18 +31,13 @@ import uuid
 from typing import Any, Iterable
 
 from im_data import storage
-from im_data.dataset import (CARD_FILE, MANIFEST_FILE, STATS_FILE, Column, Counts, Manifest, ManifestError,
+from im_data.dataset import (CARD_FILE, FAILED_FILE, MANIFEST_FILE, OLD_MARK, OWNER_FILE, REJECTS_DIR, RUNS_DIR,
+                             SHARDS_DIR, STATS_FILE, SUMMARY_FILE, TMP_MARK, Column, Counts, Manifest, ManifestError,
                              RejectFile, ShardInfo, read_manifest, reject_schema, reject_table_path,
                              rejects_to_record_batch, shard_format)
-
-from .build import SUMMARY_FILE
-from .write import RUNS_DIR, SCHEMA
+from im_data.shards import SHARD_SCHEMA
 
 LOG = logging.getLogger("im_data.prepare")
-OWNER_FILE = "_owner.json"
-FAILED_FILE = "_failed.json"   # marks the kept run folder of a run that failed on its reject rate
-TMP_MARK = ".im-data-tmp-"
-OLD_MARK = ".im-data-old-"
 STALE_AFTER_S = 24 * 3600
 
 
@@ -111,8 +106,8 @@ def _sibling(output_dir: str, mark: str) -> str:
 def make_work_dir(output_dir: str) -> str:
     """A fresh run folder next to ``DIR`` (same filesystem, so the final move is a rename), with its owner file."""
     work = _sibling(output_dir, TMP_MARK)
-    storage.makedirs(storage.join(work, "shards"))
-    storage.makedirs(storage.join(work, "rejects"))
+    storage.makedirs(storage.join(work, SHARDS_DIR))
+    storage.makedirs(storage.join(work, REJECTS_DIR))
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
     storage.write_bytes_atomic(storage.join(work, OWNER_FILE), json.dumps(owner).encode())
     return work
@@ -228,7 +223,7 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         policy_fingerprint=encoder_meta["policy_fingerprint"],
         role_codes=encoder_meta["role_codes"],
         format=fmt,
-        columns=tuple(Column(f.name, str(f.type)) for f in SCHEMA),
+        columns=tuple(Column(f.name, str(f.type)) for f in SHARD_SCHEMA),
         counts=counts,
         shards=shards,
         rejects=rejects,
@@ -287,7 +282,7 @@ def _delete_owned(folder: str, manifest: Manifest) -> list[str]:
 def keep_failed_run(work_dir: str, stats: dict[str, Any]) -> str:
     """A run that failed on its reject rate: drop the shards, keep the dead letters and the statistics in the run
     folder (marked, so that later runs do not remove it) and return the folder."""
-    for sub in (RUNS_DIR, "shards"):
+    for sub in (RUNS_DIR, SHARDS_DIR):
         storage.remove_tree(storage.join(work_dir, sub))
     storage.remove(storage.join(work_dir, SUMMARY_FILE))
     storage.write_bytes_atomic(storage.join(work_dir, STATS_FILE),

@@ -20,6 +20,7 @@ import os
 import re
 
 from im_data import storage
+from im_data.dataset import DEFAULT_EVAL_SPLIT, TRAIN_SPLIT
 from im_data.dataset import FORMATS as SHARD_FILE_FORMATS
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
@@ -152,7 +153,7 @@ class PrepareOptions:
     overwrite: bool = False
     runner: RunnerOptions = dataclasses.field(default_factory=RunnerOptions)
     eval_fraction: float = 0.0          # share of examples in the evaluation split, chosen by example id
-    eval_split: str = "test"            # its name
+    eval_split: str = DEFAULT_EVAL_SPLIT  # its name
     max_reject_rate: float = 1.0        # fail (exit 3, nothing published) above this share of rejected records
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
 
@@ -160,8 +161,8 @@ class PrepareOptions:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
-        if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == "train":
-            raise ValueError(f"--eval-split must be a word other than 'train' (letters, digits, _), "
+        if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == TRAIN_SPLIT:
+            raise ValueError(f"--eval-split must be a word other than {TRAIN_SPLIT!r} (letters, digits, _), "
                              f"got {self.eval_split!r}")
         if not 0.0 <= self.max_reject_rate <= 1.0:
             raise ValueError(f"--max-reject-rate must be in [0, 1], got {self.max_reject_rate}")

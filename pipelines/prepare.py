@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from im_data.dataset import DEFAULT_EVAL_SPLIT, REJECTS_DIR
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
@@ -52,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-fraction", type=float, default=0.0, metavar="F",
                    help="put a fraction F of the examples into an evaluation split, chosen by a hash of the example "
                         "id: deterministic (default: 0, none)")
-    p.add_argument("--eval-split", default="test", metavar="NAME",
-                   help="name of the evaluation split (default: test, the split trl sft evaluates on)")
+    p.add_argument("--eval-split", default=DEFAULT_EVAL_SPLIT, metavar="NAME",
+                   help=f"name of the evaluation split (default: {DEFAULT_EVAL_SPLIT}, the split trl sft evaluates on)")
     p.add_argument("--max-reject-rate", type=float, default=1.0, metavar="R",
                    help="fail (exit 3, no manifest) when more than this share of the records is rejected; a run "
                         "that writes no example always fails; above 5 %% a warning (default: 1.0)")
@@ -171,13 +172,13 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
             if progress is not None:  # the failure first, before the summary table
                 progress.phase(f"failed: {problem}; nothing was published")
             kept = keep_failed_run(work_dir, summary["stats"])
-            rejects = storage.join(kept, "rejects")
+            rejects = storage.join(kept, REJECTS_DIR)
             why = explain_rejects(manifest.counts, kept)
             raise RejectRateError(f"{problem}{'; ' + why if why else ''}; nothing was published. The rejected "
                                   f"records are in {rejects}", result, rejects)
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
-        warn_reject_rate(manifest.counts, storage.join(stage_config.output_dir, "rejects"))
+        warn_reject_rate(manifest.counts, storage.join(stage_config.output_dir, REJECTS_DIR))
         card = render_card(manifest, summary["stats"], location=stage_config.output_dir)
         try:
             publish(work_dir, stage_config.output_dir, manifest, summary["stats"], card, options.overwrite)

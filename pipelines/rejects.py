@@ -22,10 +22,9 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from im_data import storage
+from im_data.dataset import REJECTS_DIR, RUNS_DIR, reject_path
 
-from .write import RUNS_DIR
-
-REJECT_RUNS_DIR = f"{RUNS_DIR}/rejects"  # removed with the shard runs when the output is published
+REJECT_RUNS_DIR = f"{RUNS_DIR}/{REJECTS_DIR}"  # removed with the shard runs when the output is published
 REJECT_BUFFER_BYTES = 8 << 20
 
 
@@ -103,7 +102,7 @@ class _MergeRejectsFn(beam.DoFn):
     def process(self, element) -> Iterator[dict[str, Any]]:
         reason, runs = element
         runs = sorted(runs, key=lambda r: r["path"])
-        rel = f"rejects/{reason}.jsonl"
+        rel = reject_path(reason)
         count = merge_reject_runs([storage.join(self.work_dir, r["path"]) for r in runs],
                                   storage.join(self.work_dir, rel))
         expected = sum(r["count"] for r in runs)

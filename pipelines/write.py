@@ -37,7 +37,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from im_data import storage
-from im_data.dataset import eval_split_of, shard_format, shard_path
+from im_data.dataset import RUNS_DIR, TRAIN_SPLIT, eval_split_of, shard_format, shard_path
 from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
 
 from .config import PrepareConfig
@@ -46,7 +46,6 @@ SCHEMA = SHARD_SCHEMA
 ORDER_COLUMN = "_order"
 ROW_SCHEMA = SHARD_SCHEMA.append(pa.field(ORDER_COLUMN, pa.int64()))  # rows inside the pipeline and in runs
 INDEX_BITS = 40  # record index within one input: up to 2**40 records; input position: up to 2**23 inputs
-RUNS_DIR = "_runs"
 
 
 def shard_of(example_id: str, num_shards: int) -> int:
@@ -62,7 +61,7 @@ def shard_name(shard: int, config: PrepareConfig) -> tuple[str, str]:
     """``(relative path, split)`` of shard number ``shard``."""
     if shard == config.num_shards:
         return shard_path(0, 1, config.format, config.eval_split), config.eval_split
-    return shard_path(shard, config.num_shards, config.format), "train"
+    return shard_path(shard, config.num_shards, config.format), TRAIN_SPLIT
 
 
 def assign_shards(example_ids: list[str], config: PrepareConfig) -> np.ndarray:
