@@ -232,6 +232,17 @@ def eval_split_of(example_id: str, fraction: float) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ manifest
+def _plain(value: Any) -> Any:
+    """A manifest field as JSON data: entries by their ``to_dict``, tuples as lists, mappings as dicts."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardInfo:
     path: str                 # relative to the directory
@@ -381,6 +392,7 @@ class Manifest:
         rejects = d.get("rejects") or []
         if not isinstance(rejects, list):
             raise ManifestError(f"{w}'rejects' must be a list")
+        default = {f.name: f.default for f in dataclasses.fields(cls)}
         try:
             return cls(
                 tokenizer_name=str(tok.get("name_or_path") or "default"),
@@ -400,12 +412,12 @@ class Manifest:
                 weight_mass_per_role={str(k): float(v) for k, v in (d.get("weight_mass_per_role") or {}).items()},
                 dataset_ratio=d.get("dataset_ratio"),
                 max_length=d.get("max_length"),
-                truncation=str(d.get("truncation", "keep_start")),
-                allow_special_tokens=bool(d.get("allow_special_tokens", False)),
+                truncation=str(d.get("truncation", default["truncation"])),
+                allow_special_tokens=bool(d.get("allow_special_tokens", default["allow_special_tokens"])),
                 allow_unrendered=tuple(str(f) for f in d.get("allow_unrendered") or ()),
-                split_inline_reasoning=bool(d.get("split_inline_reasoning", False)),
-                eval_fraction=float(d.get("eval_fraction", 0.0)),
-                stats=_check_rel_path(d.get("stats", STATS_FILE), w),
+                split_inline_reasoning=bool(d.get("split_inline_reasoning", default["split_inline_reasoning"])),
+                eval_fraction=float(d.get("eval_fraction", default["eval_fraction"])),
+                stats=_check_rel_path(d.get("stats", default["stats"]), w),
                 card=d.get("card"),
                 package_version=str(d.get("package_version", "")),
                 created_at=str(d.get("created_at", "")),
@@ -418,34 +430,10 @@ class Manifest:
             raise ManifestError(f"{w}invalid manifest: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "package_version": self.package_version,
-            "created_at": self.created_at,
-            "inputs": list(self.inputs),
-            "tokenizer": {"name_or_path": self.tokenizer_name, "fingerprint": self.tokenizer_fingerprint},
-            "chat_template": dict(self.chat_template),
-            "policy": dict(self.policy),
-            "policy_fingerprint": self.policy_fingerprint,
-            "role_codes": dict(self.role_codes),
-            "max_length": self.max_length,
-            "truncation": self.truncation,
-            "allow_special_tokens": self.allow_special_tokens,
-            "allow_unrendered": list(self.allow_unrendered),
-            "split_inline_reasoning": self.split_inline_reasoning,
-            "format": self.format,
-            "columns": [c.to_dict() for c in self.columns],
-            "counts": self.counts.to_dict(),
-            "tokens_per_role": dict(self.tokens_per_role),
-            "weight_mass_per_role": dict(self.weight_mass_per_role),
-            "dataset_ratio": self.dataset_ratio,
-            "eval_fraction": self.eval_fraction,
-            "stats": self.stats,
-            "card": self.card,
-            "shards": [s.to_dict() for s in self.shards],
-            "rejects": [r.to_dict() for r in self.rejects],
-            "files": list(self.files),
-        }
+        """The JSON document: every field under its own name, but the tokenizer's two as ``tokenizer``."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        d["tokenizer"] = {"name_or_path": d.pop("tokenizer_name"), "fingerprint": d.pop("tokenizer_fingerprint")}
+        return d
 
     def to_json(self) -> bytes:
         return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8")
