@@ -225,7 +225,7 @@ def _tag(kind: str, idx: int):
 
 
 def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: int) -> None:
-    """For each dataset (one ``PrepareConfig`` each): read → encode → stats, in a statistics-only mode.
+    """For each dataset (one ``PrepareSpec`` each): read → encode → stats, in a statistics-only mode.
 
     Uses the public stages of the prepare pipeline (``ReadExamples``, ``EncodeExamples``, ``ComputeStats``,
     ``CountRecords``); the shard rows are produced by ``EncodeExamples`` but consumed by nothing."""
@@ -234,13 +234,13 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
 
     from .encode import EncodeExamples
     from .progress import report_progress
-    from .read import ReadExamples
+    from .read_beam import ReadExamples
     from .stats import ComputeStats, CountRecords, SampleRowsFn
 
     tagged = []
     for idx, config in enumerate(configs):
         d = f"D{idx}"
-        records = p | f"{d}/ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
+        records = p | f"{d}/ReadExamples" >> ReadExamples(config)
         encoded = records | f"{d}/EncodeExamples" >> EncodeExamples(config)
         progress = config.progress_dir
         stats = report_progress(encoded.stats | f"{d}/ComputeStats" >> ComputeStats(), progress, "encode_done",
@@ -296,10 +296,10 @@ def collect_results(results_dir: str, n: int) -> list[dict[str, Any]]:
 
 
 def _configs(datasets: list[DatasetSpec], options: AuditOptions) -> list[tuple[int, Any]]:
-    """Validate inputs, tokenizer and template before any work; one PrepareConfig per dataset with raw inputs."""
+    """Validate inputs, tokenizer and template before any work; one PrepareSpec per dataset with raw inputs."""
     from im_data.tokenizer import TokenizerLoadError
 
-    from .config import PrepareConfig
+    from .options import PrepareSpec
     from .read import InputError, expand_inputs
 
     out = []
@@ -315,7 +315,7 @@ def _configs(datasets: list[DatasetSpec], options: AuditOptions) -> list[tuple[i
                 from .encode import remember_encoder
 
                 remember_encoder(encoder, encoder.build(tok))  # the in-process runner's workers reuse it
-            config = PrepareConfig(sources=sources, encoder=encoder, batch_size=options.batch_size)
+            config = PrepareSpec(sources=sources, encoder=encoder, batch_size=options.batch_size)
         except (InputError, TokenizerLoadError, ValueError, OSError) as exc:
             raise usage_error(exc) from None
         out.append((i, config))

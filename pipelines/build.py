@@ -17,10 +17,10 @@ import apache_beam as beam
 from im_data import storage
 from im_data.dataset import SUMMARY_FILE
 
-from .config import PrepareConfig
+from .options import PrepareSpec
 from .encode import EncodeExamples
 from .progress import report_progress
-from .read import ReadExamples
+from .read_beam import ReadExamples
 from .rejects import WriteRejects
 from .stats import ComputeStats, CountRecords, empty_stats
 from .write import WriteShards, total_shards
@@ -48,7 +48,7 @@ def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str,
 
 
 class _WriteSummaryFn(beam.DoFn):
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         self.config = config
 
     def process(self, element) -> Iterator[dict[str, Any]]:
@@ -66,7 +66,7 @@ class Summarize(beam.PTransform):
     Being the one sink that depends on every branch, it is also what a runner that computes only the last
     stage of a graph must compute."""
 
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         super().__init__()
         self.config = config
 
@@ -111,9 +111,9 @@ def _tag(kind: str):
     return lambda value: (kind, value)
 
 
-def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PCollection]:
+def build_pipeline(p: beam.Pipeline, config: PrepareSpec) -> dict[str, beam.PCollection]:
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
-    records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
+    records = p | "ReadExamples" >> ReadExamples(config)
     encoded = records | "EncodeExamples" >> EncodeExamples(config)
     progress = config.progress_dir  # records, tokens and rejects are reported by EncodeExamples itself
     shards = report_progress(encoded.rows | "WriteShards" >> WriteShards(config), progress, "merged",

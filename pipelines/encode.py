@@ -20,7 +20,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from .config import PrepareConfig
+from .options import PrepareSpec
 from im_data.shards import example_id  # noqa: F401  (re-exported for inspect/audit)
 
 from .read import RawRecord
@@ -33,7 +33,7 @@ _ENCODERS: dict[str, Any] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def build_encoder(config: PrepareConfig):
+def build_encoder(config: PrepareSpec):
     """One ``im_data.Encoder`` for the run's settings (raises on a bad tokenizer or template)."""
     return config.encoder.build()
 
@@ -45,7 +45,7 @@ def remember_encoder(options, encoder) -> None:
         _ENCODERS.setdefault(options, encoder)
 
 
-def get_encoder(config: PrepareConfig):
+def get_encoder(config: PrepareSpec):
     """The per-process cached Encoder (runners may call ``setup`` once per bundle, e.g. Dask)."""
     key = config.encoder
     with _ENCODERS_LOCK:
@@ -133,7 +133,7 @@ class _EncodeBatchFn(beam.DoFn):
     releases the GIL) while batch k-1 is completed in Python: ``process`` submits and emits the previous
     batch's outputs, ``finish_bundle`` emits the last one."""
 
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         self.config = config
         self.encoder = None
 
@@ -249,7 +249,7 @@ class EncodeExamples(beam.PTransform):
     ``stats``: one :class:`im_data.LengthStats` partial per batch; ``rejects``: one dead-letter dict per record.
     """
 
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         super().__init__()
         self.config = config
 

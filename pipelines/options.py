@@ -32,7 +32,14 @@ from im_data.templates import ChatTemplate
 
 SHARD_FORMATS = SHARD_FILE_FORMATS  # one owner: the output contract (im_data.dataset.FORMATS)
 HUB_PREFIXES = ("hf:", "hub:")
-DEFAULT_BATCH_SIZE = 1024
+# the defaults of a run, each written once: the spec's fields and the CLI flags take them from here
+DEFAULT_SHARD_FORMAT = SHARD_FORMATS[0]   # arrow
+DEFAULT_NUM_SHARDS = 1
+DEFAULT_BATCH_SIZE = 1024                 # max records per encode batch (BatchElements)
+DEFAULT_MAX_REJECT_RATE = 1.0
+DEFAULT_RUN_BUFFER_BYTES = 16 << 20       # rows buffered per worker before a run is spilled (bounds its memory)
+DEFAULT_SPLIT_BYTES = 16 << 20            # target size of one read split of a plain JSONL file
+DEFAULT_MERGE_CHUNK_ROWS = 1024           # rows per record batch / row group of the final shards
 DEFAULT_SCATTER_SAMPLE = 20_000
 
 
@@ -137,25 +144,38 @@ class RunnerOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class PrepareOptions:
-    """One ``prepare`` run: :func:`pipelines.prepare.prepare` takes it.
+class PrepareSpec:
+    """One ``prepare`` run, whole: what :func:`pipelines.prepare.prepare` takes and every Beam stage is given
+    (picklable, shipped to workers). The CLI only builds it; it is validated here, once.
 
     ``inputs``: file paths, globs, ``save_to_disk`` directories or ``hf:NAME[:SPLIT]``; empty: the embedded
     sample data. ``output``: the output directory (must be empty or absent unless ``overwrite``).
+    :func:`pipelines.prepare.plan` fills in the resolved part: ``sources`` (the expanded inputs, see
+    :func:`pipelines.read.expand_inputs`), ``encoder`` with its chat template read, ``output`` normalised;
+    ``work_dir`` (the run folder the pipeline writes into, published to ``output`` at the end) and
+    ``progress_dir`` (where workers report progress, see :mod:`pipelines.progress`; "": nowhere) are set while
+    it runs. A new setting is one field here (plus its flag in :mod:`pipelines.prepare`) and its use.
     """
 
     inputs: tuple[str, ...] = ()
     output: str = ""
     encoder: EncoderOptions = dataclasses.field(default_factory=EncoderOptions)
-    format: str = "arrow"
-    num_shards: int = 1
+    format: str = DEFAULT_SHARD_FORMAT
+    num_shards: int = DEFAULT_NUM_SHARDS
     batch_size: int = DEFAULT_BATCH_SIZE
     overwrite: bool = False
     runner: RunnerOptions = dataclasses.field(default_factory=RunnerOptions)
     eval_fraction: float = 0.0          # share of examples in the evaluation split, chosen by example id
     eval_split: str = DEFAULT_EVAL_SPLIT  # its name
-    max_reject_rate: float = 1.0        # fail (exit 3, nothing published) above this share of rejected records
+    max_reject_rate: float = DEFAULT_MAX_REJECT_RATE  # fail (exit 3, nothing published) above this share rejected
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
+    run_buffer_bytes: int = DEFAULT_RUN_BUFFER_BYTES  # the writer's memory per worker, whatever the data size
+    split_bytes: int = DEFAULT_SPLIT_BYTES
+    merge_chunk_rows: int = DEFAULT_MERGE_CHUNK_ROWS  # exactly, so the bytes do not depend on how runs were cut
+    # resolved by plan() and the launcher
+    sources: tuple = ()                 # tuple[pipelines.read.Source, ...]
+    work_dir: str = ""
+    progress_dir: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -168,14 +188,19 @@ class PrepareOptions:
             raise ValueError(f"--max-reject-rate must be in [0, 1], got {self.max_reject_rate}")
         if self.max_record_bytes < 1:
             raise ValueError(f"--max-record-bytes must be >= 1, got {self.max_record_bytes}")
-        if not self.output:
-            raise ValueError("an output directory is needed (--output DIR)")
         if self.format not in SHARD_FORMATS:
             raise ValueError(f"--format must be one of {', '.join(SHARD_FORMATS)}, got {self.format!r}")
         if self.num_shards < 1:
             raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        for name in ("run_buffer_bytes", "split_bytes", "merge_chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+#: The name of :class:`PrepareSpec` in the public API before it held the resolved settings too.
+PrepareOptions = PrepareSpec
 
 
 @dataclasses.dataclass(frozen=True)

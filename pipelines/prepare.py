@@ -17,9 +17,9 @@ from typing import Any
 from im_data.dataset import DEFAULT_EVAL_SPLIT, REJECTS_DIR
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
 
-from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
-                      add_runner_arguments, check_input_specs, encoder_options_from_args, parse_size,
-                      plain_description, runner_options_from_args, usage_error)
+from .options import (DEFAULT_MAX_REJECT_RATE, DEFAULT_NUM_SHARDS, DEFAULT_SHARD_FORMAT, SHARD_FORMATS, PrepareSpec,
+                      UsageError, add_encoder_arguments, add_runner_arguments, check_input_specs,
+                      encoder_options_from_args, parse_size, plain_description, runner_options_from_args, usage_error)
 
 LOG = logging.getLogger("im_data.prepare")
 
@@ -45,8 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory or URL (s3://, gs://, ...): absent, empty, or with --overwrite an earlier "
                         "im-data output")
     add_encoder_arguments(p)
-    p.add_argument("--format", choices=SHARD_FORMATS, default="arrow", help="shard format (default: arrow)")
-    p.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
+    p.add_argument("--format", choices=SHARD_FORMATS, default=DEFAULT_SHARD_FORMAT,
+                   help=f"shard format (default: {DEFAULT_SHARD_FORMAT})")
+    p.add_argument("--num-shards", type=int, default=DEFAULT_NUM_SHARDS, metavar="N",
+                   help=f"number of shards (default: {DEFAULT_NUM_SHARDS})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier im-data output in DIR, deleting only the files its manifest lists; a "
                         "folder holding anything else is refused (default: off)")
@@ -55,9 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "id: deterministic (default: 0, none)")
     p.add_argument("--eval-split", default=DEFAULT_EVAL_SPLIT, metavar="NAME",
                    help=f"name of the evaluation split (default: {DEFAULT_EVAL_SPLIT}, the split trl sft evaluates on)")
-    p.add_argument("--max-reject-rate", type=float, default=1.0, metavar="R",
+    p.add_argument("--max-reject-rate", type=float, default=DEFAULT_MAX_REJECT_RATE, metavar="R",
                    help="fail (exit 3, no manifest) when more than this share of the records is rejected; a run "
-                        "that writes no example always fails; above 5 %% a warning (default: 1.0)")
+                        f"that writes no example always fails; above 5 %% a warning (default: {DEFAULT_MAX_REJECT_RATE})")
     p.add_argument("--max-record-bytes", type=parse_size, default=DEFAULT_MAX_RECORD_BYTES, metavar="SIZE",
                    help="reject a raw record (a line, an array element) larger than this as too_large, while reading "
                         "and before parsing; e.g. 4096, 64K, 16M (default: 16M)")
@@ -75,11 +77,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=command, accepts_extra=True)
 
 
-def options_from_args(args: argparse.Namespace) -> PrepareOptions:
-    """The typed options of one run from the command line (raises :class:`UsageError`)."""
+def options_from_args(args: argparse.Namespace) -> PrepareSpec:
+    """The run spec from the command line (raises :class:`UsageError`)."""
     encoder = encoder_options_from_args(args)
     try:
-        return PrepareOptions(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
+        return PrepareSpec(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
                               num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
                               runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
                               eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
@@ -89,49 +91,49 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
 
 
 # ----------------------------------------------------------------------------------------------- planning
-def plan(options: PrepareOptions):
-    """Validate everything and build the run's Beam-side config: ``(PrepareConfig, encoder metadata)``.
+def plan(spec: PrepareSpec):
+    """Validate everything and resolve the spec: ``(spec with sources, template and output resolved, encoder
+    metadata)``.
 
     Raises :class:`UsageError` (one line) for anything the user must fix: inputs, output directory, tokenizer,
     chat template."""
     from im_data import storage
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
-    from .config import PrepareConfig
     from .manifest import OutputError, check_output_dir
     from .read import InputError, expand_inputs
 
-    check_input_specs(options.inputs)
+    if not spec.output:
+        raise UsageError("an output directory is needed (--output DIR)")
+    check_input_specs(spec.inputs)
     try:
-        sources = expand_inputs(list(options.inputs) or [str(SAMPLE_DATA)])
-        if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
+        sources = expand_inputs(list(spec.inputs) or [str(SAMPLE_DATA)])
+        if not spec.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
-        check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
-        tok = options.encoder.load_tokenizer()
-        encoder_options = options.encoder.resolved(tok)
+        check_output_dir(spec.output, spec.overwrite, [s.path for s in sources if s.kind != "hub"])
+        tok = spec.encoder.load_tokenizer()
+        encoder_options = spec.encoder.resolved(tok)
         encoder = encoder_options.build(tok)
-        config = PrepareConfig(sources=sources, work_dir="", output_dir=storage.normalize(options.output),
-                               encoder=encoder_options, format=options.format, num_shards=options.num_shards,
-                               batch_size=options.batch_size, eval_fraction=options.eval_fraction,
-                               eval_split=options.eval_split, max_record_bytes=options.max_record_bytes)
+        resolved = dataclasses.replace(spec, sources=sources, encoder=encoder_options,
+                                       output=storage.normalize(spec.output))
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
 
     remember_encoder(encoder_options, encoder)  # the in-process runner's workers reuse it
-    return config, encoder.metadata()
+    return resolved, encoder.metadata()
 
 
 # ----------------------------------------------------------------------------------------------- running
-def execute(config, runner: RunnerOptions, pipeline_options: Any = None) -> None:
-    """Run the Beam pipeline into ``config.work_dir``."""
+def execute(spec: PrepareSpec, pipeline_options: Any = None) -> None:
+    """Run the Beam pipeline into ``spec.work_dir``."""
     from .build import build_pipeline
     from .runner import run_beam
 
-    run_beam(runner, pipeline_options, lambda p: build_pipeline(p, config))
+    run_beam(spec.runner, pipeline_options, lambda p: build_pipeline(p, spec))
 
 
-def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=None) -> PrepareResult:
+def prepare(spec: PrepareSpec, pipeline_options: Any = None, *, progress=None) -> PrepareResult:
     """Plan, run and publish one ``prepare`` run; the public library entry point.
 
     ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags
@@ -149,24 +151,23 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
     from .signals import remove_on_signal
 
     start = time.perf_counter()
-    options = config
-    stage_config, meta = plan(options)
-    remove_stale_runs(stage_config.output_dir)
-    work_dir = make_work_dir(stage_config.output_dir)
+    spec, meta = plan(spec)
+    remove_stale_runs(spec.output)
+    work_dir = make_work_dir(spec.output)
     remove_on_signal(work_dir)
-    stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
+    spec = dataclasses.replace(spec, work_dir=work_dir)
     keep = False
     try:
         started = time.perf_counter()
-        with watching(progress, stage_config.sources, num_shards=stage_config.num_shards) as progress_dir:
-            execute(dataclasses.replace(stage_config, progress_dir=progress_dir), options.runner, pipeline_options)
+        with watching(progress, spec.sources, num_shards=spec.num_shards) as progress_dir:
+            execute(dataclasses.replace(spec, progress_dir=progress_dir), pipeline_options)
         pipeline_s = time.perf_counter() - started
-        summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
-        manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
-                                  inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__,
-                                  eval_fraction=stage_config.eval_fraction)
-        result = _result(manifest.to_dict(), summary["stats"], stage_config.output_dir, start, pipeline_s)
-        problem = reject_rate_problem(manifest.counts, options.max_reject_rate)
+        summary = add_reject_tables(work_dir, read_summary(work_dir), spec.format)
+        manifest = build_manifest(summary, meta, tokenizer_name=spec.encoder.tokenizer, fmt=spec.format,
+                                  inputs=[s.label for s in spec.sources], package_version=im_data.__version__,
+                                  eval_fraction=spec.eval_fraction)
+        result = _result(manifest.to_dict(), summary["stats"], spec.output, start, pipeline_s)
+        problem = reject_rate_problem(manifest.counts, spec.max_reject_rate)
         if problem:
             keep = True
             if progress is not None:  # the failure first, before the summary table
@@ -177,18 +178,18 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
             raise RejectRateError(f"{problem}{'; ' + why if why else ''}; nothing was published. The rejected "
                                   f"records are in {rejects}", result, rejects)
         if progress is not None:
-            progress.phase(f"publishing to {stage_config.output_dir}")
-        warn_reject_rate(manifest.counts, storage.join(stage_config.output_dir, REJECTS_DIR))
-        card = render_card(manifest, summary["stats"], location=stage_config.output_dir)
+            progress.phase(f"publishing to {spec.output}")
+        warn_reject_rate(manifest.counts, storage.join(spec.output, REJECTS_DIR))
+        card = render_card(manifest, summary["stats"], location=spec.output)
         try:
-            publish(work_dir, stage_config.output_dir, manifest, summary["stats"], card, options.overwrite)
+            publish(work_dir, spec.output, manifest, summary["stats"], card, spec.overwrite)
         except OutputError as exc:
             raise usage_error(exc) from None
     except BaseException:
         if not keep:
             storage.remove_tree(work_dir)
         raise
-    return _result(manifest.to_dict(), summary["stats"], stage_config.output_dir, start, pipeline_s)
+    return _result(manifest.to_dict(), summary["stats"], spec.output, start, pipeline_s)
 
 
 def _result(manifest: dict, stats: dict, output_dir: str, start: float, pipeline_s: float) -> PrepareResult:

@@ -5,6 +5,9 @@
 * JSON arrays (``.json``, ``.json.gz``): ``index`` is the position in the array. A ``.json`` file that does not
   start with ``[`` is read as JSONL.
 * Parquet: ``index`` is the row number in the file; payloads are row dicts.
+
+Every reader honours ``max_record_bytes``: a line or array element larger than it is skipped while reading, a
+row (Parquet, saved or hub dataset) whose JSON text is larger is not passed on; either is one ``too_large``.
 * A ``datasets`` dataset saved with ``save_to_disk`` (a directory): rows of the dataset (every split of a
   ``DatasetDict``, each its own source ``DIR[split]``).
 * ``hf:NAME[:SPLIT]`` (or a bare ``owner/name`` that is not a local path): ``datasets.load_dataset``.
@@ -325,6 +328,19 @@ def _too_large(source: str, index: int, size: int, max_bytes: int, prefix: bytes
                                                              f"{max_bytes}; not parsed"), raw=prefix)
 
 
+def _row_record(label: str, index: int, row: dict, max_bytes: int) -> RawRecord:
+    """A table row as a raw record, or ``too_large`` when its JSON text has more than ``max_bytes`` bytes."""
+    import orjson
+
+    try:
+        text = orjson.dumps(row, default=repr, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except (TypeError, orjson.JSONEncodeError):
+        text = b""  # not JSON data: the encoder says why
+    if len(text) > max_bytes:
+        return _too_large(label, index, len(text), max_bytes, text[:RAW_PREFIX_BYTES])
+    return RawRecord(label, index, row)
+
+
 def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: int) -> Iterator[RawRecord]:
     """Non-blank lines as raw records; a line longer than ``max_bytes`` is skipped while reading (``too_large``),
     never held; an I/O error ends the split with one ``read_error`` at the line it hit."""
@@ -413,7 +429,7 @@ def read_parquet(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Ite
         try:
             for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, row_groups=[g]):
                 for row in batch.to_pylist():
-                    yield RawRecord(src.label, index, row)
+                    yield _row_record(src.label, index, row, max_bytes)
                     index += 1
         except Exception as exc:  # noqa: BLE001 - a corrupt row group
             yield _read_error(src.label, index, exc, f"rows {index}-{first + n - 1} (row group {g}) could not "
@@ -421,12 +437,12 @@ def read_parquet(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Ite
         first += n
 
 
-def _iter_dataset(ds, label: str) -> Iterator[RawRecord]:
+def _iter_dataset(ds, label: str, max_bytes: int) -> Iterator[RawRecord]:
     index = 0
     try:
         for batch in ds.with_format("arrow").iter(batch_size=ROWS_PER_BATCH):
             for row in batch.to_pylist():
-                yield RawRecord(label, index, row)
+                yield _row_record(label, index, row, max_bytes)
                 index += 1
     except Exception as exc:  # noqa: BLE001 - corrupt arrow data
         yield _read_error(label, index, exc, f"rows {index} and after could not be read: ")
@@ -443,7 +459,7 @@ def read_disk(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterat
     except Exception as exc:  # noqa: BLE001
         yield _read_error(src.label, None, exc)
         return
-    yield from _iter_dataset(ds, src.label)
+    yield from _iter_dataset(ds, src.label, max_bytes)
 
 
 def read_hub(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:  # pragma: no cover
@@ -451,7 +467,7 @@ def read_hub(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterato
 
     src = split.source
     ds = datasets.load_dataset(src.path, split=src.split or "train")
-    yield from _iter_dataset(ds, src.label)
+    yield from _iter_dataset(ds, src.label, max_bytes)
 
 
 READERS = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet, "disk": read_disk,
@@ -461,12 +477,3 @@ READERS = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet
 def read_split(split: Split, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
     yield from READERS[split.source.kind](split, max_record_bytes)
 
-
-def __getattr__(name: str):
-    """The Beam transform lives in :mod:`pipelines.read_beam`, so that reading one record (``inspect``) does not
-    import Beam; ``from pipelines.read import ReadExamples`` still works."""
-    if name in ("ReadExamples", "_ReadSplitFn"):
-        from . import read_beam
-
-        return getattr(read_beam, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,13 +6,12 @@ from typing import Iterator
 
 import apache_beam as beam
 
-from im_data.limits import DEFAULT_MAX_RECORD_BYTES
-
-from .read import RawRecord, Source, Split, plan_splits, read_split
+from .options import PrepareSpec
+from .read import RawRecord, Split, plan_splits, read_split
 
 
 class _ReadSplitFn(beam.DoFn):
-    def __init__(self, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(self, max_record_bytes: int):
         self.max_record_bytes = max_record_bytes
 
     def process(self, split: Split) -> Iterator[RawRecord]:
@@ -21,17 +20,15 @@ class _ReadSplitFn(beam.DoFn):
 
 @beam.typehints.with_output_types(RawRecord)
 class ReadExamples(beam.PTransform):
-    """``PBegin → PCollection[RawRecord]``: every record of every source, with its source and index."""
+    """``PBegin → PCollection[RawRecord]``: every record of the spec's sources, with its source and index; every
+    reader honours the spec's limits (``max_record_bytes``)."""
 
-    def __init__(self, sources: tuple[Source, ...], split_bytes: int = 16 << 20,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(self, spec: PrepareSpec):
         super().__init__()
-        self.sources = tuple(sources)
-        self.split_bytes = split_bytes
-        self.max_record_bytes = max_record_bytes
+        self.spec = spec
 
     def expand(self, pbegin):
-        splits = plan_splits(self.sources, self.split_bytes)
+        splits = plan_splits(self.spec.sources, self.spec.split_bytes)
         return (pbegin
                 | "Splits" >> beam.Create(splits, reshuffle=False).with_output_types(Split)
-                | "ReadSplits" >> beam.ParDo(_ReadSplitFn(self.max_record_bytes)))
+                | "ReadSplits" >> beam.ParDo(_ReadSplitFn(self.spec.max_record_bytes)))

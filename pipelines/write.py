@@ -40,7 +40,7 @@ from im_data import storage
 from im_data.dataset import RUNS_DIR, TRAIN_SPLIT, eval_split_of, shard_format, shard_path
 from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
 
-from .config import PrepareConfig
+from .options import PrepareSpec
 
 SCHEMA = SHARD_SCHEMA
 ORDER_COLUMN = "_order"
@@ -52,19 +52,19 @@ def shard_of(example_id: str, num_shards: int) -> int:
     return zlib.crc32(example_id.encode("utf-8")) % num_shards
 
 
-def total_shards(config: PrepareConfig) -> int:
+def total_shards(config: PrepareSpec) -> int:
     """The train shards, plus one shard for the evaluation split when there is one (the last shard number)."""
     return config.num_shards + (1 if config.eval_fraction > 0 else 0)
 
 
-def shard_name(shard: int, config: PrepareConfig) -> tuple[str, str]:
+def shard_name(shard: int, config: PrepareSpec) -> tuple[str, str]:
     """``(relative path, split)`` of shard number ``shard``."""
     if shard == config.num_shards:
         return shard_path(0, 1, config.format, config.eval_split), config.eval_split
     return shard_path(shard, config.num_shards, config.format), TRAIN_SPLIT
 
 
-def assign_shards(example_ids: list[str], config: PrepareConfig) -> np.ndarray:
+def assign_shards(example_ids: list[str], config: PrepareSpec) -> np.ndarray:
     """Shard number of each row: ``crc32(example_id) % num_shards``, or the evaluation shard."""
     n = config.num_shards
     shards = np.fromiter((shard_of(i, n) for i in example_ids), dtype=np.int64, count=len(example_ids))
@@ -115,7 +115,7 @@ def sort_run(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
 
 
 class _SpillRunsFn(beam.DoFn):
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         self.config = config
 
     def start_bundle(self) -> None:
@@ -296,7 +296,7 @@ def merge_runs(run_paths: list[str], out_path: str, fmt: str, chunk_rows: int) -
 
 
 class _MergeShardFn(beam.DoFn):
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         self.config = config
 
     def process(self, element) -> Iterator[dict[str, Any]]:
@@ -319,7 +319,7 @@ class WriteShards(beam.PTransform):
     """``PCollection[pa.RecordBatch]`` (:data:`ROW_SCHEMA`: shard columns plus ``_order``) → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard,
     even empty)."""
 
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareSpec):
         super().__init__()
         self.config = config
 

@@ -196,3 +196,26 @@ def test_big_records_make_smaller_encode_batches():
     assert record_weight(RawRecord("s", 0, {"a": 1}), 1024) == 1
     big = RawRecord("s", 0, b"x" * (1 << 20))
     assert record_weight(big, 1024) == 1024 * (1 << 20) // BATCH_BYTES  # a batch holds BATCH_BYTES / 1 MB such records
+
+
+@pytest.mark.parametrize("kind", ["parquet", "disk"])
+def test_every_reader_honours_max_record_bytes(tmp_path, kind):
+    """A Parquet row or a saved-dataset row whose JSON text is larger than --max-record-bytes is one too_large,
+    at its index, with the start of that text; the rows around it are read."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": "a"}, {"text": "y" * 5000}, {"text": "b"}]
+    if kind == "parquet":
+        path = tmp_path / "rows.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path = tmp_path / "saved"
+        datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    got = read_all([path], max_record_bytes=1000)
+    assert [(r.index, reason(r)) for r in got] == [(0, None), (1, "too_large"), (2, None)]
+    assert [got[0].payload, got[2].payload] == [{"text": "a"}, {"text": "b"}]
+    assert "5011 bytes > --max-record-bytes 1000" in got[1].payload.message  # {"text":"y…y"}: 5000 + 11
+    assert got[1].raw == b'{"text":"' + b"y" * (1024 - 9)  # the first RAW_PREFIX_BYTES of that text
+    assert [reason(r) for r in read_all([path], max_record_bytes=5011)] == [None, None, None]  # exactly fits
