@@ -18,7 +18,7 @@ import importlib
 import logging
 import sys
 
-from .options import UsageError
+from .options import DropNoise, UsageError
 
 SUBCOMMAND_MODULES = ("pipelines.prepare", "pipelines.audit", "pipelines.inspect_cmd", "pipelines.check_template_cmd")
 GLOBAL_FLAGS = {"--debug": "debug", "--verbose": "verbose", "-v": "verbose"}
@@ -34,15 +34,10 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
-
-
 def setup_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_DropNoise())
+    handler.addFilter(DropNoise())
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(handler)

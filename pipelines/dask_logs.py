@@ -13,7 +13,7 @@ import logging
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .cli import _DropNoise
+from .options import DropNoise
 
 
 class QuietBeamImports(WorkerPlugin):
@@ -24,5 +24,5 @@ class QuietBeamImports(WorkerPlugin):
 
     def setup(self, worker) -> None:  # noqa: ARG002 - the plugin interface
         root = logging.getLogger()
-        if not any(isinstance(f, _DropNoise) for f in root.filters):
-            root.addFilter(_DropNoise())
+        if not any(isinstance(f, DropNoise) for f in root.filters):
+            root.addFilter(DropNoise())

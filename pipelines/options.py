@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import re
 
@@ -45,6 +46,14 @@ DEFAULT_SCATTER_SAMPLE = 20_000
 
 class UsageError(RuntimeError):
     """A user error found before any work starts: one line on stderr naming the fix, exit status 2."""
+
+
+class DropNoise(logging.Filter):
+    """Drops Beam's import-time chatter (``apitools not found``) from a log: the CLI's handler and, through
+    :mod:`pipelines.dask_logs`, each Dask worker's root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
 
 
 def _im_policy() -> WeightPolicy:

@@ -143,7 +143,7 @@ def print_help() -> int:
         return 0
     except OSError:
         pass
-    from .train import make_parser
+    from .args import make_parser
 
     text = make_parser(prog=PROG).format_help()
     print(text, end="")
@@ -165,7 +165,7 @@ def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]
 
 def launch(all_args: list[str], debug: bool) -> int:
     """Parse like `trl sft` (``-h`` prints every field and exits), then ``accelerate launch -m trl_plugin.train``."""
-    from .train import make_parser
+    from .args import make_parser
 
     parser = make_parser(prog=PROG)
     # unknown strings go to `accelerate launch`
