@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .roles import ROLE_LABELS, Role, roles_on_side
+from .roles import ROLE_CODES, ROLE_LABELS, ROLE_TABLE, Role, roles_on_side
 
 POLICY_VERSION = 2
 #: Versions :meth:`WeightPolicy.from_dict` reads (v1 had no reasoning/tool_call: they take the assistant weight).
@@ -30,42 +30,60 @@ READABLE_VERSIONS = (1, 2)
 MODES = ("it", "im", "wit")
 
 
-@dataclasses.dataclass(frozen=True)
+#: A role's weight when a policy does not name it: 1 for the output side, 0 otherwise (from ROLE_TABLE).
+DEFAULT_WEIGHTS: dict[str, float] = {r.name: 1.0 if r.side == "output" else 0.0 for r in ROLE_TABLE}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class WeightPolicy:
     """Per-role loss weights (float32, never rounded) plus the last-assistant-turn switch.
+
+    The weights are keyed by the roles of :data:`im_data.roles.ROLE_TABLE` (``weights``: one per role code), so a
+    new role is a new row there, nothing here. Build one with role names as keywords
+    (``WeightPolicy(user=0.1)``; an unnamed role takes :data:`DEFAULT_WEIGHTS`) or a mapping; read a weight as
+    ``policy.user`` or :meth:`weight`.
 
     ``last_assistant_only``: only the final assistant message (and its ``assistant_end``) keeps the
     assistant weights; earlier assistant turns weigh 0. Instruction roles keep their weights.
     ``name`` is informational (``it``, ``im``, ``wit`` or ``custom``); the fingerprint covers it.
     """
 
-    template: float = 0.0
-    system: float = 0.0
-    user: float = 0.0
-    tool: float = 0.0
-    assistant: float = 1.0
-    assistant_end: float = 1.0
-    reasoning: float = 1.0
-    tool_call: float = 1.0
+    weights: tuple[float, ...]
     last_assistant_only: bool = False
     name: str = "custom"
     version: int = POLICY_VERSION
 
-    def __post_init__(self) -> None:
-        if self.version != POLICY_VERSION:
-            raise ValueError(f"unsupported weight policy version {self.version} (this is {POLICY_VERSION})")
+    def __init__(self, weights: Mapping[str, float] | tuple[float, ...] | None = None, *,
+                 last_assistant_only: bool = False, name: str = "custom", version: int = POLICY_VERSION,
+                 **by_role: float) -> None:
+        unknown = sorted(set(by_role) - set(ROLE_LABELS))
+        if unknown:
+            raise TypeError(f"WeightPolicy got an unexpected keyword argument {unknown[0]!r}")
+        if version != POLICY_VERSION:
+            raise ValueError(f"unsupported weight policy version {version} (this is {POLICY_VERSION})")
+        if isinstance(weights, tuple):  # by role code, as this field holds them
+            weights = dict(zip(ROLE_LABELS, weights))
+        given = {**DEFAULT_WEIGHTS, **dict(weights or {}), **by_role}
         for label in ROLE_LABELS:
-            value = getattr(self, label)
+            value = given[label]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"weight for {label!r} must be a number, got {value!r}")
-            value = float(value)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"weight for {label!r} must be finite and >= 0, got {value!r}")
-            object.__setattr__(self, label, value)
-        if not isinstance(self.last_assistant_only, bool):
+        if not isinstance(last_assistant_only, bool):
             raise TypeError("last_assistant_only must be a bool")
-        if not any(getattr(self, r) > 0 for r in ROLE_LABELS):
+        if not any(given[r] > 0 for r in ROLE_LABELS):
             raise ValueError("weight policy gives every role weight 0: nothing would be trained")
+        object.__setattr__(self, "weights", tuple(float(given[r]) for r in ROLE_LABELS))
+        object.__setattr__(self, "last_assistant_only", last_assistant_only)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "version", version)
+
+    def __getattr__(self, label: str) -> float:
+        """``policy.user``: the weight of a role by its name."""
+        if label in ROLE_CODES:
+            return self.weights[ROLE_CODES[label]]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {label!r}")
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -106,15 +124,17 @@ class WeightPolicy:
 
     # -- use ----------------------------------------------------------------------------------
     def weight(self, role: Role | str) -> float:
-        return getattr(self, Role.from_label(role).label if isinstance(role, str) else Role(role).label)
+        return self.weights[int(Role.from_label(role) if isinstance(role, str) else Role(role))]
 
     def weights_array(self) -> np.ndarray:
         """float32 lookup table indexed by role code."""
-        return np.array([getattr(self, label) for label in ROLE_LABELS], dtype=np.float32)
+        return np.array(self.weights, dtype=np.float32)
 
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """``{role: weight, ..., "last_assistant_only", "name", "version"}``: what manifests hold (v2)."""
+        return {**dict(zip(ROLE_LABELS, self.weights)), "last_assistant_only": self.last_assistant_only,
+                "name": self.name, "version": self.version}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -143,7 +163,7 @@ class WeightPolicy:
     @property
     def is_binary(self) -> bool:
         """True when every weight is 0 or 1, so ``labels`` (-100 where w == 0) carry the policy exactly."""
-        return all(getattr(self, r) in (0.0, 1.0) for r in ROLE_LABELS)
+        return all(w in (0.0, 1.0) for w in self.weights)
 
 
 def parse_weight_overrides(items: list[str] | None) -> dict[str, float]:
