@@ -30,8 +30,8 @@ from .errors import RecordError, internal_error
 from .formats import FormatOptions, read_conversation
 from .limits import LengthBound, check_length_bound
 from .policy import WeightPolicy
-from .roles import (INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, OUTPUT_SIDE_MASK, ROLE_CODES, TEMPLATE_COUNT_MASK,
-                    Role)
+from .roles import (INSTRUCTION_MASK, OUTPUT_MASK, OUTPUT_SIDE_MASK, ROLE_CODES, TEMPLATE_COUNT_MASK, Role,
+                    count_per_role)
 from .spans import AFTER, CONTENT, RenderedConversation, SpanFinder, role_of_key
 from .templates import ChatTemplate
 from .tokenizer import special_token_ids, tokenizer_fingerprint
@@ -52,8 +52,8 @@ class EncodedExample:
     num_template_tokens: int  # before truncation (template + assistant_end)
     num_output_tokens_kept: int
     truncated: bool
-    role_token_counts: np.ndarray  # int64 [6], after truncation
-    weight_mass: np.ndarray  # float64 [6], after truncation
+    role_token_counts: np.ndarray  # int64 [NUM_ROLES], after truncation
+    weight_mass: np.ndarray  # float64 [NUM_ROLES], after truncation
     text: str = ""
     offsets: np.ndarray | None = None  # int32 [n, 2] char offsets into text
 
@@ -148,6 +148,36 @@ class PreparedBatch:
     convs: list[RenderedConversation]
 
 
+@dataclasses.dataclass(frozen=True)
+class Tokenizing:
+    """A batch whose tokenization runs: what the caller gave with it, its :class:`PreparedBatch`, and the future of
+    its encodings (``Encoder.complete(prepared, tokenized.result())`` finishes it)."""
+
+    context: Any
+    prepared: PreparedBatch
+    tokenized: Any  # concurrent.futures.Future
+
+
+class TokenizeAhead:
+    """Tokenizing one batch behind: batch k+1 is tokenized (Rust, without the GIL) on ``pool`` while the caller
+    completes batch k in Python. :meth:`push` prepares a batch, starts its tokenization and hands back the
+    previous one (None the first time); :meth:`flush` hands back the last. Used by
+    :meth:`Encoder.encode_batches` and the Beam encoder (which completes batches its own way)."""
+
+    def __init__(self, encoder: "Encoder", pool: ThreadPoolExecutor):
+        self.encoder, self.pool, self.pending = encoder, pool, None
+
+    def push(self, records: Sequence[Mapping[str, Any]], context: Any = None) -> Tokenizing | None:
+        prepared = self.encoder.prepare(records)
+        previous, self.pending = self.pending, Tokenizing(context, prepared,
+                                                          self.pool.submit(self.encoder.tokenize, prepared))
+        return previous
+
+    def flush(self) -> Tokenizing | None:
+        previous, self.pending = self.pending, None
+        return previous
+
+
 def special_tokens_for_render(tokenizer: Any) -> dict[str, Any]:
     """The variables transformers passes to chat templates (``bos_token``, ``eos_token``, ...)."""
     mapping = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
@@ -205,9 +235,6 @@ class Encoder:
             raise result
         return result
 
-    def encode_messages(self, messages: Sequence[Mapping[str, str]]) -> EncodedExample:
-        return self.encode({"messages": list(messages)})
-
     def encode_batch(self, records: Sequence[Mapping[str, Any]]) -> list[EncodedExample | RecordError]:
         """Encode many records; each result is an :class:`EncodedExample` or the :class:`RecordError` for it."""
         prepared = self.prepare(records)
@@ -218,15 +245,11 @@ class Encoder:
         """Like ``map(encode_batch, batches)``, but batch k+1 is tokenized (Rust, without the GIL) on a helper
         thread while batch k is completed in Python. Results are identical and in order."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="im-data-tokenize") as pool:
-            pending = None
-            for batch in batches:
-                prepared = self.prepare(batch)
-                future = pool.submit(self.tokenize, prepared)
-                if pending is not None:
-                    yield self.complete(pending[0], pending[1].result())
-                pending = (prepared, future)
-            if pending is not None:
-                yield self.complete(pending[0], pending[1].result())
+            ahead = TokenizeAhead(self, pool)
+            for batch in itertools.chain(batches, [None]):
+                done = ahead.flush() if batch is None else ahead.push(batch)
+                if done is not None:
+                    yield self.complete(done.prepared, done.tokenized.result())
 
     # -- the three stages of encode_batch -----------------------------------------------------
     def prepare(self, records: Sequence[Mapping[str, Any]]) -> "PreparedBatch":
@@ -346,14 +369,13 @@ class Encoder:
                keep_len: np.ndarray) -> dict[str, np.ndarray]:
         """Per record: role counts before truncation (the dataset's true lengths) and after, weight mass."""
         k, seg = len(batch.counts), batch.seg
-        full = np.bincount(seg * NUM_ROLES + roles, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES)
-        kept_seg_role = seg[keep] * NUM_ROLES + roles[keep]
+        full = count_per_role(seg, roles, k)
         return {
             "instruction": full[:, INSTRUCTION_MASK].sum(axis=1),
             "output": full[:, OUTPUT_MASK].sum(axis=1),
             "template": full[:, TEMPLATE_COUNT_MASK].sum(axis=1),
-            "kept": np.bincount(kept_seg_role, minlength=k * NUM_ROLES).reshape(k, NUM_ROLES),
-            "mass": np.bincount(kept_seg_role, weights=weights[keep], minlength=k * NUM_ROLES).reshape(k, NUM_ROLES),
+            "kept": count_per_role(seg[keep], roles[keep], k),
+            "mass": count_per_role(seg[keep], roles[keep], k, weights[keep]),
             "trainable": np.bincount(seg[keep], weights=weights[keep] > 0, minlength=k),
             "keep_len": keep_len,
             "truncated": keep_len < batch.counts,

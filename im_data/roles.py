@@ -131,3 +131,15 @@ def content_roles(side: str) -> tuple[str, ...]:
     """Names of the content roles on one side: what the instruction / output lengths count
     (``"output"`` → ``("assistant", "reasoning", "tool_call")``)."""
     return tuple(name for name in roles_on_side(side) if ROLE_TABLE[ROLE_CODES[name]].content)
+
+
+def count_per_role(rows: np.ndarray, roles: np.ndarray, num_rows: int, weights: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """``[num_rows, NUM_ROLES]``: each row's tokens of each role (with ``weights``: their summed weight), from
+    the flat ``rows`` (the row of each token) and ``roles`` (its role code). The one place that counts per role.
+
+    >>> count_per_role(np.array([0, 0, 1]), np.array([1, 4, 4]), 2)[:, [1, 4]].tolist()
+    [[1, 1], [0, 1]]
+    """
+    keys = np.asarray(rows, dtype=np.int64) * NUM_ROLES + np.asarray(roles, dtype=np.int64)
+    return np.bincount(keys, weights=weights, minlength=num_rows * NUM_ROLES).reshape(num_rows, NUM_ROLES)

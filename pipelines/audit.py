@@ -166,7 +166,7 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     from the ``roles``/``loss_weights`` columns (after truncation). Template tokens are counted from the rows,
     i.e. after truncation."""
     from im_data import LengthStats
-    from im_data.roles import NUM_ROLES, TEMPLATE_COUNT_MASK
+    from im_data.roles import TEMPLATE_COUNT_MASK, count_per_role
 
     from im_data.dataset import ManifestError
 
@@ -185,9 +185,8 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
         roles, row_len = _list_column(batch, "roles")
         weights, _ = _list_column(batch, "loss_weights")
         rows = np.repeat(np.arange(n), row_len)
-        counts = np.bincount(rows * NUM_ROLES + roles.astype(np.int64), minlength=n * NUM_ROLES).reshape(n, NUM_ROLES)
-        mass = np.bincount(rows * NUM_ROLES + roles.astype(np.int64), weights=weights.astype(np.float64),
-                           minlength=n * NUM_ROLES).reshape(n, NUM_ROLES)
+        counts = count_per_role(rows, roles, n)
+        mass = count_per_role(rows, roles, n, weights.astype(np.float64))
         ins = np.asarray(batch.column("num_instruction_tokens"), dtype=np.int64)
         out = np.asarray(batch.column("num_output_tokens"), dtype=np.int64)
         trunc = np.asarray(batch.column("truncated").to_pylist(), dtype=bool)

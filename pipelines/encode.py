@@ -23,7 +23,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from .options import PrepareSpec
 from im_data.shards import example_id  # noqa: F401  (re-exported for inspect/audit)
 
-from .read import RawRecord
+from .read import RawRecord, parse_payload
 
 LOG = logging.getLogger("im_data.prepare")
 REJECTS = "rejects"
@@ -83,23 +83,6 @@ def make_reject(rec: RawRecord, error, raw: Any) -> dict[str, Any]:
     return out
 
 
-def parse_payload(rec: RawRecord) -> Any:
-    """The record's decoded value; raises its ``RecordError`` (read errors, bad JSON) or ``internal_error``."""
-    from im_data import RecordError, parse_json_line
-    from im_data.errors import internal_error
-
-    if isinstance(rec.payload, RecordError):
-        raise rec.payload
-    try:
-        if isinstance(rec.payload, (bytes, bytearray, str)):
-            return parse_json_line(rec.payload)
-        return rec.payload
-    except RecordError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one record never kills a job
-        raise internal_error(exc) from None
-
-
 BATCH_BYTES = 8 << 20  # raw bytes per encode batch (at most about): big records make smaller batches
 
 
@@ -153,7 +136,9 @@ class _EncodeBatchFn(beam.DoFn):
         self.pool.shutdown(wait=True)
 
     def start_bundle(self) -> None:
-        self.pending = None
+        from im_data.encode import TokenizeAhead
+
+        self.ahead = TokenizeAhead(self.encoder, self.pool)
 
     def process(self, batch: list[RawRecord]) -> Iterator[Any]:
         from im_data import RecordError
@@ -168,16 +153,14 @@ class _EncodeBatchFn(beam.DoFn):
         if not todo:
             self._report(batch, 0, len(batch))
             return
-        prepared = self.encoder.prepare([p for _, p in todo])
-        future = self.pool.submit(self.encoder.tokenize, prepared)
-        previous, self.pending = self.pending, (todo, prepared, future, batch)
+        previous = self.ahead.push([p for _, p in todo], (todo, batch))
         if previous is not None:
-            yield from self._complete(*previous)
+            yield from self._complete(previous)
 
     def finish_bundle(self) -> Iterator[Any]:
-        previous, self.pending = self.pending, None
+        previous = self.ahead.flush()
         if previous is not None:
-            for out in self._complete(*previous):
+            for out in self._complete(previous):
                 if isinstance(out, pvalue.TaggedOutput):
                     yield pvalue.TaggedOutput(out.tag, WindowedValue(out.value, MIN_TIMESTAMP, [GlobalWindow()]))
                 else:
@@ -196,13 +179,14 @@ class _EncodeBatchFn(beam.DoFn):
             self.reporter.add("rejected", rejected)
             self.reporter.flush()
 
-    def _complete(self, todo, prepared, future, batch) -> Iterator[Any]:
+    def _complete(self, done) -> Iterator[Any]:
         from im_data import LengthStats, RecordError
         from im_data.shards import examples_to_record_batch
 
         from .write import order_keys, with_order
 
-        results = self._results(todo, prepared, future)
+        todo, batch = done.context
+        results = self._results(todo, done.prepared, done.tokenized)
         good, ids, kept = [], [], []
         for (rec, _), res in zip(todo, results):
             if isinstance(res, RecordError):

@@ -213,8 +213,10 @@ def find_raw_record(spec: str, index: int | None, example_id: str | None):
 
 
 def view_from_raw(spec: str, args: argparse.Namespace):
-    from im_data import RecordError, parse_json_line
+    from im_data import RecordError
     from im_data.render import view_from_example
+
+    from .read import parse_payload
     from im_data.tokenizer import TokenizerLoadError
 
     from im_data.shards import example_id as make_id
@@ -229,12 +231,7 @@ def view_from_raw(spec: str, args: argparse.Namespace):
     rec, position, label = find_raw_record(spec, args.index, args.example_id)
     where = f"{rec.source}, record {position} (line/row {rec.index})"
     try:
-        payload = rec.payload
-        if isinstance(payload, RecordError):
-            raise payload
-        if isinstance(payload, (bytes, bytearray, str)):
-            payload = parse_json_line(payload)
-        ex = encoder.encode(payload)
+        ex = encoder.encode(parse_payload(rec))
     except RecordError as exc:
         raise InspectError(f"{where} is rejected: [{exc.reason}] {exc.message}".splitlines()[0]) from None
     meta = {"example_id": make_id(label, rec.index), "index": position, "tokens": len(ex),

@@ -328,6 +328,24 @@ def _too_large(source: str, index: int, size: int, max_bytes: int, prefix: bytes
                                                              f"{max_bytes}; not parsed"), raw=prefix)
 
 
+def parse_payload(rec: RawRecord) -> Any:
+    """The record's decoded value (JSON text parsed, a row as it is); raises its ``RecordError`` (read errors,
+    bad JSON) or ``internal_error``. What ``prepare`` and ``inspect`` encode."""
+    from im_data import parse_json_line
+    from im_data.errors import internal_error
+
+    if isinstance(rec.payload, RecordError):
+        raise rec.payload
+    try:
+        if isinstance(rec.payload, (bytes, bytearray, str)):
+            return parse_json_line(rec.payload)
+        return rec.payload
+    except RecordError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one record never kills a job
+        raise internal_error(exc) from None
+
+
 def _row_record(label: str, index: int, row: dict, max_bytes: int) -> RawRecord:
     """A table row as a raw record, or ``too_large`` when its JSON text has more than ``max_bytes`` bytes."""
     import orjson
