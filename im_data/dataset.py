@@ -545,10 +545,6 @@ class PreparedDataset:
         return self.path(self.manifest.stats)
 
     @property
-    def card_path(self) -> str | None:
-        return self.path(self.manifest.card) if self.manifest.card else None
-
-    @property
     def manifest_path(self) -> str:
         return self.path(MANIFEST_FILE)
 

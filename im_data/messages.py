@@ -50,8 +50,6 @@ REASONING_KEY = "reasoning_content"
 REASONING_ALIASES = ("reasoning_content", "reasoning", "thinking")
 #: Message fields that identify rather than carry data: passed to the template, never required in the render.
 METADATA_KEYS = frozenset({"role", "tool_call_id", "name"})
-#: Record-level fields passed to the template (``tools=None``/``documents=None`` when absent).
-RECORD_TEMPLATE_FIELDS = ("tools", "documents")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 

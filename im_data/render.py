@@ -130,10 +130,6 @@ class ExampleView:
     def total_weight_mass(self) -> float:
         return float(sum(r.weight_mass for r in self.roles))
 
-    @property
-    def trained_tokens(self) -> int:
-        return sum(1 for c in self.cells if c.weight > 0)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,

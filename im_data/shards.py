@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from .encode import IGNORE_INDEX, EncodedExample
 
-SHARD_SCHEMA_VERSION = 1
 LIST_COLUMNS = {"input_ids": pa.int32(), "labels": pa.int32(), "loss_weights": pa.float32(), "roles": pa.int8()}
 SCALAR_COLUMNS = {"example_id": pa.string(), "num_instruction_tokens": pa.int32(), "num_output_tokens": pa.int32(),
                   "num_output_tokens_kept": pa.int32(), "truncated": pa.bool_()}

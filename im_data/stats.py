@@ -37,11 +37,6 @@ MASS_SCALE = 2.0 ** 64  # weight mass is summed exactly as integers in units of 
 _FIELDS = ("instruction", "output", "template")
 
 
-def _bin(edges: np.ndarray, value: float) -> int:
-    """0 = underflow, 1..len(edges)-1 = bins, len(edges) = overflow."""
-    return int(np.searchsorted(edges, value, side="right"))
-
-
 def _hist_quantile(edges: np.ndarray, counts: list[int], q: float, lo: float, hi: float) -> float | None:
     total = sum(counts)
     if total == 0:

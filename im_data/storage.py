@@ -14,8 +14,6 @@ import posixpath
 import uuid
 from typing import IO, Any
 
-LOCAL_PROTOCOLS = ("file", "local")
-
 
 def is_url(path: str | os.PathLike) -> bool:
     """True for ``proto://...`` locations other than ``file://``."""

@@ -88,16 +88,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest
 
 
-def special_token_strings(tokenizer: Any) -> tuple[str, ...]:
-    """Every special-token string of the tokenizer: named ones plus added tokens flagged ``special``."""
-    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    for tok in getattr(tokenizer, "added_tokens_decoder", {}).values():
-        if getattr(tok, "special", False):
-            specials.add(str(tok))
-    specials.discard("")
-    # longest first, so alternation regexes prefer the longest match
-    return tuple(sorted(specials, key=lambda s: (-len(s), s)))
-
 
 def special_token_ids(tokenizer: Any) -> frozenset[int]:
     ids = set(getattr(tokenizer, "all_special_ids", []) or [])

@@ -273,6 +273,8 @@ class WeightedSFTTrainer(SFTTrainer):
                 if isinstance(dataset, Dataset):
                     map_kwargs["desc"] = f"Packing {dataset_name} dataset"
                 dataset = dataset.select_columns(["input_ids", "labels", *token_columns])
+                # shuffled twice, as TRL's SFTTrainer does (and so equal to it): here, so that the examples packed
+                # together are not neighbours in the input; below, so that the packs come in random order too
                 if args.shuffle_dataset:
                     dataset = dataset.shuffle(seed=args.seed)
                 # TRL's packer packs every list column alike; weights and roles follow their tokens
