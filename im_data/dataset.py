@@ -150,7 +150,8 @@ def shard_format(name: str) -> ShardFormat:
 
 def format_of_file(path: str) -> ShardFormat:
     """The format a shard file's name ends with (Arrow when it ends with none of theirs)."""
-    return next((f for f in SHARD_FORMAT_TABLE.values() if path.endswith(f".{f.extension}")), SHARD_FORMAT_TABLE["arrow"])
+    by_name = (f for f in SHARD_FORMAT_TABLE.values() if path.endswith(f".{f.extension}"))
+    return next(by_name, SHARD_FORMAT_TABLE["arrow"])
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -37,6 +37,7 @@ from .templates import ChatTemplate
 from .tokenizer import special_token_ids, tokenizer_fingerprint
 
 TRUNCATION_MODES = ("keep_start", "drop")
+DEFAULT_TRUNCATION = TRUNCATION_MODES[0]
 IGNORE_INDEX = -100
 
 
@@ -195,7 +196,7 @@ class Encoder:
 
     def __init__(self, tokenizer: Any, *, chat_template: str | ChatTemplate | None = None,
                  policy: WeightPolicy | None = None, max_length: int | None = None,
-                 truncation: str = "keep_start", allow_special_tokens: bool = False,
+                 truncation: str = DEFAULT_TRUNCATION, allow_special_tokens: bool = False,
                  format_options: FormatOptions | None = None, keep_text: bool = False,
                  chat_template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = ()):
         if truncation not in TRUNCATION_MODES:

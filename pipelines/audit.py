@@ -342,7 +342,7 @@ def _reason_list(rejects: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(rejects.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def audit(config: AuditOptions, pipeline_options: Any = None, *, progress=None) -> AuditResult:
+def audit(options: AuditOptions, pipeline_options: Any = None, *, progress=None) -> AuditResult:
     """Compute every dataset's statistics and recommendation; the public library entry point.
 
     ``pipeline_options``: Beam pipeline options, as a ``PipelineOptions`` or a list of flags. ``progress``: a
@@ -353,7 +353,6 @@ def audit(config: AuditOptions, pipeline_options: Any = None, *, progress=None) 
 
     from .report import DatasetAudit
 
-    options = config
     datasets = group_inputs(list(options.inputs), None if options.names is None else list(options.names))
     check_input_specs(options.inputs)
     stats = {ds.name: LengthStats() for ds in datasets}

@@ -23,7 +23,7 @@ import re
 from im_data import storage
 from im_data.dataset import DEFAULT_EVAL_SPLIT, TRAIN_SPLIT
 from im_data.dataset import FORMATS as SHARD_FILE_FORMATS
-from im_data.encode import TRUNCATION_MODES
+from im_data.encode import DEFAULT_TRUNCATION, TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
@@ -73,7 +73,7 @@ class EncoderOptions:
     chat_template: ChatTemplate | str | None = None
     policy: WeightPolicy = dataclasses.field(default_factory=_im_policy)
     max_length: int | None = None
-    truncation: str = "keep_start"
+    truncation: str = DEFAULT_TRUNCATION
     allow_special_tokens: bool = False
     format_options: FormatOptions = dataclasses.field(default_factory=FormatOptions)
     #: ``{"enable_thinking": false}``...: given as a mapping or JSON text, kept as canonical JSON (hashable)
@@ -275,9 +275,9 @@ def add_encoder_arguments(p: argparse.ArgumentParser, *, policy: bool = True) ->
                        help="only the final assistant turn keeps the assistant weights (default: off)")
     p.add_argument("--max-length", type=int, default=None, metavar="N",
                    help="truncate (or drop, see --truncation) examples longer than N tokens (default: no limit)")
-    p.add_argument("--truncation", choices=TRUNCATION_MODES, default="keep_start",
+    p.add_argument("--truncation", choices=TRUNCATION_MODES, default=DEFAULT_TRUNCATION,
                    help="with --max-length: keep_start keeps the first N tokens, drop rejects the example as too_long "
-                        "(default: keep_start)")
+                        f"(default: {DEFAULT_TRUNCATION})")
     p.add_argument("--allow-special-tokens", action="store_true",
                    help="accept special-token strings inside message content (default: rejected)")
     p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",

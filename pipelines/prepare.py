@@ -59,10 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"name of the evaluation split (default: {DEFAULT_EVAL_SPLIT}, the split trl sft evaluates on)")
     p.add_argument("--max-reject-rate", type=float, default=DEFAULT_MAX_REJECT_RATE, metavar="R",
                    help="fail (exit 3, no manifest) when more than this share of the records is rejected; a run "
-                        f"that writes no example always fails; above 5 %% a warning (default: {DEFAULT_MAX_REJECT_RATE})")
+                        "that writes no example always fails; above 5 %% a warning "
+                        f"(default: {DEFAULT_MAX_REJECT_RATE})")
     p.add_argument("--max-record-bytes", type=parse_size, default=DEFAULT_MAX_RECORD_BYTES, metavar="SIZE",
                    help="reject a raw record (a line, an array element) larger than this as too_large, while reading "
-                        "and before parsing; e.g. 4096, 64K, 16M (default: 16M)")
+                        f"and before parsing; e.g. 4096, 64K, 16M (default: {DEFAULT_MAX_RECORD_BYTES >> 20}M)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
@@ -82,10 +83,10 @@ def options_from_args(args: argparse.Namespace) -> PrepareSpec:
     encoder = encoder_options_from_args(args)
     try:
         return PrepareSpec(inputs=tuple(args.inputs), output=args.output, encoder=encoder, format=args.format,
-                              num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
-                              runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
-                              eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
-                              max_record_bytes=args.max_record_bytes)
+                           num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
+                           runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
+                           eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
+                           max_record_bytes=args.max_record_bytes)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 

@@ -385,7 +385,7 @@ def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: i
         yield _read_error(label, index, exc, f"line {index} and after could not be read: ")
 
 
-def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+def read_jsonl(split: Split, max_bytes: int) -> Iterator[RawRecord]:
     src = split.source
     gz = src.path.lower().endswith(".gz")
     try:
@@ -404,7 +404,7 @@ def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Itera
         yield from _iter_lines(f, split.first_index, src.label, limit, max_bytes)
 
 
-def read_json_array(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+def read_json_array(split: Split, max_bytes: int) -> Iterator[RawRecord]:
     """A ``.json`` file: an array read element by element (see :mod:`pipelines.json_stream`), or JSON Lines
     when its first non-blank byte is not ``[`` (however much whitespace comes first)."""
     src = split.source
@@ -425,7 +425,7 @@ def read_json_array(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> 
         yield _read_error(src.label, None, exc)
 
 
-def read_parquet(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+def read_parquet(split: Split, max_bytes: int) -> Iterator[RawRecord]:
     """Rows, one row group at a time: a row group that cannot be read is one ``read_error`` naming its rows,
     and the other row groups are kept. A file whose footer is unreadable is one ``read_error``."""
     import pyarrow.parquet as pq
@@ -466,7 +466,7 @@ def _iter_dataset(ds, label: str, max_bytes: int) -> Iterator[RawRecord]:
         yield _read_error(label, index, exc, f"rows {index} and after could not be read: ")
 
 
-def read_disk(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
+def read_disk(split: Split, max_bytes: int) -> Iterator[RawRecord]:
     """A ``save_to_disk`` dataset; each split of a ``DatasetDict`` is loaded on its own, so one missing or
     corrupt split is one ``read_error`` and the others are read."""
     import datasets
@@ -480,7 +480,7 @@ def read_disk(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterat
     yield from _iter_dataset(ds, src.label, max_bytes)
 
 
-def read_hub(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:  # pragma: no cover
+def read_hub(split: Split, max_bytes: int) -> Iterator[RawRecord]:  # pragma: no cover
     import datasets
 
     src = split.source

@@ -101,7 +101,8 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str 
         files = prepared.shard_files(split)
     # Through the `arrow`/`parquet` builders: they read IPC stream and file formats, and keep every cache file
     # (theirs and those of later `map` calls) in the datasets cache, never inside the prepared directory.
-    ds = datasets.load_dataset(shard_format(manifest.format).builder, data_files=files, split="train", cache_dir=cache_dir)
+    ds = datasets.load_dataset(shard_format(manifest.format).builder, data_files=files, split="train",
+                               cache_dir=cache_dir)
     expected = sum(s.num_rows for s in shards)
     if ds.num_rows != expected:
         raise ManifestError(f"{root}: the shards hold {ds.num_rows} rows, the manifest says {expected}")
