@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from im_data import storage
 from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset,  # noqa: F401 (re-exported)
                              is_prepared_dir, read_manifest)
+from im_data.encode import labels_from_weights
 from im_data.tokenizer import tokenizer_fingerprint
 
 #: ``Dataset.info.description`` prefix that carries the manifest's tokenizer fingerprint through `map`/`shuffle`.
@@ -182,8 +183,8 @@ def prepare_batch(table: pa.Table, weights_column: str, token_columns: list[str]
     ids = table.column("input_ids").combine_chunks()
     w = table.column(weights_column).combine_chunks()
     ids_values = _values(ids)
-    labels_values = np.where(_values(w) > 0, ids_values, -100).astype(np.int64 if ids_values.dtype == np.int64
-                                                                      else np.int32)
+    labels_values = labels_from_weights(ids_values, _values(w)).astype(
+        np.int64 if ids_values.dtype == np.int64 else np.int32, copy=False)
     offsets = np.concatenate([[0], np.cumsum(_lengths(ids))]).astype(np.int32)
     labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(labels_values))
     if "labels" in table.column_names:
