@@ -132,7 +132,8 @@ class PreparedIterableDataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         if info is None:
             return rank, world
-        return rank * info.num_workers + info.id, world * info.num_workers
+        # worker w of rank r reads part r + w * world: the workers of a rank share exactly that rank's rows
+        return rank + info.id * world, world * info.num_workers
 
     def _batches(self, shards) -> Iterator[Any]:
         fmt = self.prepared.manifest.format
