@@ -63,6 +63,19 @@ def check_tokenizer(manifest: Manifest, tokenizer: Any, where: str = "") -> None
         )
 
 
+def check_embedding_size(tokenizer: Any, num_embeddings: int, model_name: str = "the model") -> None:
+    """Raise :class:`TokenizerMismatchError` when the tokenizer has ids the model cannot embed (the training step
+    would fail with ``IndexError: index out of range in self``)."""
+    size = len(tokenizer)
+    if size > num_embeddings:
+        raise TokenizerMismatchError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has {size:,} tokens, but {model_name} embeds "
+            f"only {num_embeddings:,} (ids {num_embeddings:,} to {size - 1:,} cannot be looked up): train with the "
+            "tokenizer the model was made for, or resize the model's embeddings first "
+            "(model.resize_token_embeddings(len(tokenizer)))."
+        )
+
+
 def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str = TRAIN_SPLIT,
                   verify_checksums: bool = False, warn_if_binarised: bool = False, cache_dir: str | None = None):
     """Load one split (default ``train``) of a prepared directory, local or a URL (``s3://...``), as one

@@ -43,6 +43,7 @@ from .data import (
     FloatWeightsWarning,
     TokenizerMismatchError,
     WeightsError,
+    check_embedding_size,
     check_tokenizer,
     first_positive_weight,
     has_fractional_weights,
@@ -137,6 +138,11 @@ class WeightedSFTTrainer(SFTTrainer):
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         if processing_class is None:
             self._check_fingerprints(self.processing_class)
+        embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+            name = getattr(getattr(self.model, "config", None), "_name_or_path", "") or "the model"
+            check_embedding_size(getattr(self.processing_class, "tokenizer", self.processing_class),
+                                 embeddings.num_embeddings, f"the model {name!r}" if name != "the model" else name)
 
         if self._weighted:
             pc = getattr(self.accelerator, "parallelism_config", None)
