@@ -157,7 +157,7 @@ def early_checks(args: Sequence[str]) -> None:
     command line, before TRL (and torch) are imported: a missing dataset folder, a broken manifest, a tokenizer
     that does not match the shards or the model's embeddings end here in a second or two. (With ``--config``
     they run after the options are parsed, still before the launch.)"""
-    if _given(args, "--config", "--datasets"):
+    if _given(args, "--config", "--datasets", "-h", "--help"):
         return
     from .train import check_inputs
 

@@ -140,9 +140,9 @@ class WeightedSFTTrainer(SFTTrainer):
             self._check_fingerprints(self.processing_class)
         embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
         if embeddings is not None and hasattr(embeddings, "num_embeddings"):
-            name = getattr(getattr(self.model, "config", None), "_name_or_path", "") or "the model"
+            name = getattr(getattr(self.model, "config", None), "_name_or_path", "")
             check_embedding_size(getattr(self.processing_class, "tokenizer", self.processing_class),
-                                 embeddings.num_embeddings, f"the model {name!r}" if name != "the model" else name)
+                                 embeddings.num_embeddings, f"the model {name!r}" if name else "the model")
 
         if self._weighted:
             pc = getattr(self.accelerator, "parallelism_config", None)

@@ -116,3 +116,15 @@ def test_datasets_read_a_prepared_folder_on_s3(s3_server, three_shards):
     assert [_plain(PreparedMapDataset(url)[i]) for i in range(10)] == expected
     parts = [[_plain(r) for r in PreparedIterableDataset(url, rank=r, world_size=3)] for r in range(3)]
     assert [row for part in parts for row in part] == expected
+
+
+def test_one_labels_rule_for_numpy_and_torch():
+    import numpy as np
+
+    from im_data.encode import labels_from_weights
+
+    ids = np.array([5, 6, 7, 8], dtype=np.int32)
+    w = np.array([0.0, 0.25, 1.0, 0.0], dtype=np.float32)
+    labels = labels_from_weights(ids, w)
+    assert labels.tolist() == [-100, 6, 7, -100] and labels.dtype == np.int32
+    assert labels_from_weights(torch.from_numpy(ids).long(), torch.from_numpy(w)).tolist() == labels.tolist()
