@@ -518,6 +518,8 @@ def iter_file_batches(path: str, fmt: str | None = None, columns: Sequence[str] 
     reader = format_of_file(path).reader if fmt is None else shard_format(fmt).reader
     try:
         yield from reader(path, list(columns) if columns else None, batch_size)
+    except GeneratorExit:  # a reader stopped early (also at interpreter exit, when `pa` may be torn down)
+        raise
     except FileNotFoundError:
         raise ManifestError(f"{path}: listed by the manifest but missing") from None
     except (OSError, pa.ArrowException, KeyError) as exc:

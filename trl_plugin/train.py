@@ -6,19 +6,9 @@ Run it directly for a single process: ``python -m trl_plugin.train --model_name_
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .args import PreparedDataArguments, make_parser  # noqa: F401 (PreparedDataArguments: re-exported)
-
-
-def check_local_dataset(name: str) -> None:
-    """Raise FileNotFoundError for a dataset name that is meant as a local path (``./x``, ``/x``, ``~/x``, or
-    ``dir/x`` where ``dir`` exists here) but does not exist, instead of asking the hub for it."""
-    path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or (len(path.parts) > 1 and path.parent.is_dir())
-    if looks_local and not path.exists():
-        raise FileNotFoundError(f"dataset {name!r} does not exist: give the directory `im-data prepare --output` "
-                                "wrote, or a hub dataset as OWNER/NAME")
+from .checks import check_inputs, check_local_dataset, preflight  # noqa: F401 (check_inputs, preflight: re-exported)
 
 
 def _load(name: str, script_args, data_args, split: str):
@@ -109,9 +99,10 @@ def main(script_args, training_args, model_args, dataset_args, data_args) -> Non
 
 def run(argv: list[str] | None = None) -> int:
     """Parse and train; an error ends on one line (``im-sft: error: ...``) unless ``--debug`` or IM_SFT_DEBUG=1."""
-    from .cli import guarded, split_debug
+    from .cli import guarded, one_line_warnings, split_debug
 
     args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    one_line_warnings()
 
     def parse_and_train() -> None:
         parsed = make_parser(prog="im-sft").parse_args_and_config(args, fail_with_unknown_args=False)
