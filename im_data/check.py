@@ -28,7 +28,7 @@ from .encode import EncodedExample, Encoder, special_tokens_for_render
 from .errors import RecordError
 from .formats import FormatOptions, read_conversation
 from .policy import WeightPolicy
-from .roles import ROLE_LABELS
+from .roles import OUTPUT_ROLES, ROLE_LABELS, Role
 from .templates import ChatTemplate
 
 MODES = ("it", "im")
@@ -235,8 +235,8 @@ def _role_counts(examples: Mapping[str, EncodedExample]) -> tuple[RoleCount, ...
 def _end_of_turn(example: EncodedExample, encoder: Encoder) -> list[list[str]]:
     """Per assistant turn (a run of output tokens ended by ``assistant_end`` or the end), the trained
     ``assistant_end`` tokens: an empty list is a turn whose end a model would never learn."""
-    end_code = ROLE_LABELS.index("assistant_end")
-    output = {ROLE_LABELS.index(r) for r in ("assistant", "reasoning", "tool_call")}
+    end_code = int(Role.ASSISTANT_END)
+    output = {int(r) for r in OUTPUT_ROLES}  # the output-side content roles of ROLE_TABLE
     roles, weights, ids = example.roles.tolist(), example.loss_weights.tolist(), example.input_ids.tolist()
     turns: list[list[str]] = []
     k = 0
