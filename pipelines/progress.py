@@ -363,6 +363,9 @@ def watching(display: ProgressDisplay | None, sources, **kwargs):
         yield ""
         return
     progress_dir = tempfile.mkdtemp(prefix="im-data-progress-")
+    from .signals import remove_on_signal
+
+    remove_on_signal(progress_dir)  # SIGTERM/SIGINT remove it too
     display.start(progress_dir, sources, **kwargs)
     ok = False
     try:
