@@ -238,7 +238,7 @@ class SpanFinder:
         """Values that are not text (tools, documents, tool-call arguments, extra non-text fields) cannot carry a
         sentinel: the render without each of them must differ from the render with it."""
         if conversation.tools is None and conversation.documents is None and all(
-                len(m) == 2 for m in conversation.messages):
+                len(m) == 2 and "content" in m for m in conversation.messages):  # {"role", "content"} only
             return
         base = self._probe(conversation, fields)
         for name in ("tools", "documents"):

@@ -84,6 +84,8 @@ def resolve_output(output_dir: str) -> str:
     """The folder ``-o`` names: a URL as given; a local path made absolute with its symbolic links resolved (so
     that publishing replaces the real folder and the link keeps pointing at it). A link to nothing, or a link
     loop, is an :class:`OutputError`."""
+    if len(os.fsencode(storage.basename(output_dir))) > NAME_MAX:
+        raise OutputError(f"{output_dir}: the folder name is longer than {NAME_MAX} bytes; choose a shorter one")
     if storage.is_url(output_dir):
         return storage.normalize(output_dir)
     path = storage.normalize(output_dir)
@@ -459,7 +461,11 @@ def _publish_local(work_dir: str, out: str, old: Manifest | None) -> None:
     if not _exchange(work_dir, out):
         aside = _sibling(out, OLD_MARK)
         os.rename(out, aside)
-        os.rename(work_dir, out)
+        try:
+            os.rename(work_dir, out)
+        except BaseException:
+            os.rename(aside, out)  # the old output back in place, untouched
+            raise
         work_dir = aside
     storage.remove(storage.join(out, OWNER_FILE))
     left = _delete_owned(work_dir, old)

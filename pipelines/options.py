@@ -33,6 +33,7 @@ SHARD_FORMATS = SHARD_FILE_FORMATS  # one owner: the output contract (im_data.da
 HUB_PREFIXES = ("hf:", "hub:")
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SCATTER_SAMPLE = 20_000
+MAX_NUM_SHARDS = 10_000  # every shard is a file, written even when empty
 
 
 class UsageError(RuntimeError):
@@ -171,8 +172,8 @@ class PrepareOptions:
             raise ValueError("an output directory is needed (--output DIR)")
         if self.format not in SHARD_FORMATS:
             raise ValueError(f"--format must be one of {', '.join(SHARD_FORMATS)}, got {self.format!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if not 1 <= self.num_shards <= MAX_NUM_SHARDS:
+            raise ValueError(f"--num-shards must be between 1 and {MAX_NUM_SHARDS}, got {self.num_shards}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 

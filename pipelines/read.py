@@ -39,6 +39,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FILE_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES
+UNSUPPORTED_COMPRESSION = (".bz2", ".zst", ".xz", ".lz4", ".zip", ".7z")
 ROWS_PER_BATCH = 1024
 LOG = logging.getLogger("im_data.prepare")
 
@@ -218,6 +219,7 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
     out: list[Source] = []
     seen: dict[tuple, str] = {}
     duplicates: list[tuple[str, str]] = []
+    skipped: list[str] = []
     for spec in specs:
         if spec.startswith(("hf:", "hub:")):
             name, _, split = spec.split(":", 1)[1].partition(":")
@@ -236,7 +238,8 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
             kind = None if os.path.isdir(path) else _file_kind(path)
             if kind is None and not os.path.isdir(path):
                 if _has_glob(spec):
-                    continue  # a glob may match unrelated files; only explicit paths must be readable
+                    skipped.append(path)  # a glob may match unrelated files: reported, not read
+                    continue
                 raise InputError(f"{path}: unknown input type (expected {', '.join(FILE_SUFFIXES)} or a "
                                  "save_to_disk directory)")
             st = _stat_input(path)
@@ -253,6 +256,12 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
             out.append(Source(kind, path, source_label(path)))
     for dup, first in duplicates:
         LOG.warning("input %s is the same file as %s: read once", dup, first)
+    if skipped:
+        LOG.warning("skipped %d file(s) a pattern matched that are not inputs im-data reads (%s; it reads %s, and "
+                    "save_to_disk folders): %s", len(skipped), "compressed other than gzip" if any(
+                        p.lower().endswith(UNSUPPORTED_COMPRESSION) for p in skipped) else "unknown type",
+                    ", ".join(FILE_SUFFIXES), ", ".join(source_label(p) for p in skipped[:5])
+                    + (", ..." if len(skipped) > 5 else ""))
     unique = list(dict.fromkeys(out))
     if not unique:
         raise InputError("no input files found in " + " ".join(specs))
@@ -369,6 +378,13 @@ def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: i
         yield _read_error(label, index, exc, f"line {index} and after could not be read: ")
 
 
+def _starts_with_bom(f) -> bool:
+    try:
+        return f.peek(3)[:3] == b"\xef\xbb\xbf"
+    except OSError:  # the read that follows reports it, with its line
+        return False
+
+
 def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
     src = split.source
     gz = src.path.lower().endswith(".gz")
@@ -385,7 +401,7 @@ def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Itera
         if limit == 0:
             return
         f.seek(split.start)
-        if split.start == 0 and f.peek(3)[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark starts the file
+        if split.start == 0 and _starts_with_bom(f):  # a UTF-8 byte order mark starts the file: not data
             f.seek(3)
             limit = None if limit is None else limit - 3
         yield from _iter_lines(f, split.first_index, src.label, limit, max_bytes)
