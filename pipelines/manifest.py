@@ -8,8 +8,10 @@ manifest, dataset card, publishing.
   move is a rename), which holds ``_owner.json`` (host, pid, start time).
 * **Stale run folders** of dead runs on the same output are removed by the next run (:func:`remove_stale_runs`):
   a folder named ``.<name>.im-data-tmp-*`` or ``.<name>.im-data-old-*`` whose owner is a process of this host
-  that no longer exists, or that is older than :data:`STALE_AFTER_S` (24 h) whoever made it. The folder of a run
-  that failed on its reject rate (``_failed.json``) is kept: it holds the dead letters the error message names.
+  that no longer exists, that has no owner file but a manifest (an old output being deleted), or that is older
+  than :data:`STALE_AFTER_S` (24 h) whoever made it. The owner file stays in the run folder until it is in place.
+  The folder of a run that failed on its reject rate (``_failed.json``) is kept: it holds the dead letters the
+  error message names; only the newest :data:`KEEP_FAILED_RUNS` of an output are.
 * **Publishing** (:func:`publish`): ``stats.json`` and ``README.md`` go into the run folder and ``manifest.json``
   last. Locally the run folder then replaces ``DIR`` in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux;
   two renames elsewhere), so a reader, or a run killed at any point, sees the old complete output or the new
