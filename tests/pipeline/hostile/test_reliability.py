@@ -534,3 +534,30 @@ def test_the_budget_grows_with_the_data_and_leaves_normal_renders_alone(monkeypa
                          ).render([], {})
         assert ChatTemplate.builtin("chatml").render([{"role": "user", "content": "q"}], {}).startswith("<|im_")
         time.sleep(0.3)
+
+
+# ------------------------------------------------------------------------------------------------ 11. a full disk
+def test_a_full_disk_is_one_line_and_the_old_output_stays(tmp_path, small):
+    """ENOSPC during the run (a 1 MiB tmpfs; skipped where mounting one is not allowed): one error line, no
+    traceback, the old output intact and no run folder left."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        big = write_jsonl(tmp_path / "big.jsonl", [{"messages": [{"role": "user", "content": f"{i} " + "w " * 300},
+                                                                 {"role": "assistant", "content": "ok"}]}
+                                                   for i in range(3000)])
+        out = mnt / "out"
+        assert run_cli("prepare", small, "-o", out, "-q") == 0
+        before = read_output(out)
+        proc = subprocess.run([sys.executable, "-m", "pipelines", "prepare", str(big), "-o", str(out), "-q",
+                               "--overwrite"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                              capture_output=True, timeout=300)
+        lines = proc.stderr.decode().strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and "No space left on device" in lines[0], lines
+        after = read_output(out)
+        assert after["manifest"] == before["manifest"] and after["rows"] == before["rows"]
+        assert leftovers(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
