@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -159,12 +160,16 @@ def main(argv=None) -> int:
         print(json.dumps({"module": args.module, "sites": len(all_sites)}))
         return 0
     work = Path(args.workdir or tempfile.mkdtemp(prefix="im-data-mutate-"))
-    if not (work / "im_data").is_dir():
-        shutil.copytree(REPO, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    shutil.copytree(REPO, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
     target = work / args.module
     env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args.tests.split()]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *shlex.split(args.tests)]
     killed, survivors, started = 0, [], time.monotonic()
+    base = subprocess.run(cmd, cwd=work, env=env, capture_output=True, timeout=args.timeout)
+    if base.returncode != 0:  # the tests must pass on the module as it is, or no mutant can be judged
+        print(base.stdout.decode()[-3000:])
+        raise SystemExit(f"the tests fail without any mutation (exit {base.returncode}): {' '.join(cmd)}")
+    print(f"baseline: the tests pass in {time.monotonic() - started:.0f} s", flush=True)
     try:
         for site in chosen:
             target.write_text(mutate(source, site))
