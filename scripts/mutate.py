@@ -8,7 +8,8 @@ Works on a copy of the repository (``--workdir``, default a temporary folder), n
 Operators (semantic mutants only): comparison flips (== !=, < <=, > >=, in / not in, is / is not), and <-> or,
 ``not x`` -> ``x``, ``if c`` -> ``if not c``, True <-> False, an int constant + 1, + <-> -, a ``raise`` or a call
 statement deleted (logging calls excepted: a message, not behaviour), ``return x`` -> ``return None``.
-Docstrings, string constants and logging are never mutated. Prints one line per mutant and a JSON summary.
+Docstrings, string constants and logging are never mutated. ``--functions`` limits the mutants to named functions
+(the safety code under test). Prints one line per mutant and a JSON summary.
 """
 
 from __future__ import annotations
@@ -121,14 +122,33 @@ def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
     raise ValueError("node not found")
 
 
-def candidate_sites(source: str) -> list[tuple[str, int, int, str]]:
+def _lines_of(tree: ast.AST, names: list[str]) -> set[int] | None:
+    """Line numbers of the functions / classes / methods named (``Class.method`` or a bare name); None: all."""
+    if not names:
+        return None
+    lines: set[int] = set()
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                qual = f"{prefix}{child.name}"
+                if qual in names or child.name in names:
+                    lines.update(range(child.lineno, child.end_lineno + 1))
+                visit(child, f"{qual}.")
+
+    visit(tree, "")
+    return lines
+
+
+def candidate_sites(source: str, functions: list[str] | None = None) -> list[tuple[str, int, int, str]]:
     tree = ast.parse(source)
     docs = _docstring_nodes(tree)
     nodes = list(ast.walk(tree))
+    wanted = _lines_of(tree, functions or [])
     out = []
     for site in sites(tree):
         node = nodes[site[1]]
-        if id(node) in docs:
+        if id(node) in docs or (wanted is not None and site[2] not in wanted):
             continue
         try:
             mutated = mutate(source, site)
@@ -148,10 +168,12 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--list", action="store_true", help="only list the mutation sites")
+    ap.add_argument("--functions", default="", help="comma-separated functions, classes or Class.method to mutate "
+                                                    "(default: the whole module)")
     args = ap.parse_args(argv)
 
     source = (REPO / args.module).read_text()
-    all_sites = candidate_sites(source)
+    all_sites = candidate_sites(source, [f for f in args.functions.split(",") if f])
     chosen = all_sites if not args.sample or args.sample >= len(all_sites) else \
         sorted(random.Random(args.seed).sample(all_sites, args.sample), key=lambda s: (s[2], s[1]))
     if args.list:
@@ -187,7 +209,8 @@ def main(argv=None) -> int:
                   f"({time.monotonic() - t0:.0f} s, rc {rc})", flush=True)
     finally:
         target.write_text(source)
-    print(json.dumps({"module": args.module, "sites": len(all_sites), "run": len(chosen), "killed": killed,
+    print(json.dumps({"module": args.module, "functions": args.functions or "all", "sites": len(all_sites),
+                      "run": len(chosen), "killed": killed,
                       "survived": len(survivors), "survivors": survivors,
                       "seconds": round(time.monotonic() - started)}))
     return 0
