@@ -120,6 +120,8 @@ def test_a_shard_that_disagrees_with_its_manifest_is_refused(tmp_path, small, la
     with pytest.raises(ManifestError, match="holds 300 rows, the manifest says 5") as info:
         PreparedDataset.read(a, lambda p: calls.append(1) or p.read_table())
     assert not isinstance(info.value, OutputReplaced) and calls == [1]
+    with pytest.raises(ManifestError, match="sha256 differs from the manifest; the shard was modified"):
+        PreparedDataset.open(a).verify()  # checksums by default
 
 
 def test_readers_see_old_or_new_while_overwrite_replaces_the_output(tmp_path, small, large):
@@ -216,6 +218,13 @@ def test_a_dangling_symlink_output_is_refused_up_front(tmp_path, small, capsys):
     assert run_cli("prepare", small, "-o", tmp_path / "link") == 2
     one_line_error(capsys, "link", "a symbolic link to", "which does not exist")
     assert not (tmp_path / "nowhere").exists() and leftovers(tmp_path) == []
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, small, capsys):
+    (tmp_path / "out").write_text("a file")
+    assert run_cli("prepare", small, "-o", tmp_path / "out", "--overwrite") == 2
+    one_line_error(capsys, "exists and is not a directory")
+    assert (tmp_path / "out").read_text() == "a file"
 
 
 def test_a_symlinked_output_is_replaced_at_its_target(tmp_path, small, large):
