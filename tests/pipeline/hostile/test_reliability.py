@@ -570,3 +570,16 @@ def test_a_full_disk_is_one_line_and_the_old_output_stays(tmp_path, small):
         assert leftovers(mnt) == []
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_byte_order_mark_starts_no_record_and_still_counts_for_shrinking(tmp_path):
+    from pipelines.read import expand_inputs, plan_splits, read_split
+
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(good(0)).encode() + b"\n" + json.dumps(good(1)).encode() + b"\n")
+    (split,) = plan_splits(expand_inputs([str(path)]), 1 << 20)
+    assert [r.payload for r in read_split(split)] == [json.dumps(good(0)).encode(), json.dumps(good(1)).encode()]
+    os.truncate(path, path.stat().st_size - 1)  # one byte gone after planning: the last newline
+    records = list(read_split(split))
+    assert [r.index for r in records] == [0, 1, 2] and records[2].payload.reason == "read_error"
+    assert "ended 1 bytes early" in records[2].payload.message
