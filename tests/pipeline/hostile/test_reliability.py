@@ -304,6 +304,14 @@ def test_failed_runs_keep_their_dead_letters_but_do_not_accumulate(tmp_path, sma
     assert kept not in folders  # the oldest went
 
 
+def test_an_empty_hub_name_is_refused():
+    from pipelines.read import InputError, expand_inputs
+
+    for spec in ("hf:", "hub::train"):
+        with pytest.raises(InputError, match="empty hub dataset name"):
+            expand_inputs([spec])
+
+
 def test_a_glob_that_matches_unreadable_kinds_says_so(tmp_path, caplog):
     import logging
 
@@ -583,3 +591,14 @@ def test_a_byte_order_mark_starts_no_record_and_still_counts_for_shrinking(tmp_p
     records = list(read_split(split))
     assert [r.index for r in records] == [0, 1, 2] and records[2].payload.reason == "read_error"
     assert "ended 1 bytes early" in records[2].payload.message
+
+
+def test_s3_requests_are_bounded_and_other_urls_take_no_options():
+    opts = storage.storage_options("s3://bucket/key")["config_kwargs"]
+    assert (opts["connect_timeout"], opts["read_timeout"], opts["retries"]["max_attempts"]) == (
+        storage.S3_CONNECT_TIMEOUT_S, storage.S3_READ_TIMEOUT_S, storage.S3_ATTEMPTS)
+    assert storage.storage_options("memory://bucket/key") == {} == storage.storage_options("/tmp/x")
+    storage.write_bytes_atomic("memory://im-data-reliab/a.txt", b"whole")  # another fsspec filesystem: as is
+    assert storage.read_bytes("memory://im-data-reliab/a.txt") == b"whole"
+    storage.remove_tree("memory://im-data-reliab")
+    assert not storage.exists("memory://im-data-reliab/a.txt")
