@@ -475,6 +475,14 @@ def test_message_fields_of_the_wrong_type_are_rejected(record, reason):
     assert info.value.reason == reason
 
 
+def test_an_empty_tool_call_list_is_dropped_as_apply_chat_template_drops_it():
+    from im_data.messages import build_conversation
+
+    conv = build_conversation([{"role": "user", "content": "q"},
+                               {"role": "assistant", "content": "a", "tool_calls": []}])
+    assert conv.messages[1] == {"role": "assistant", "content": "a"}
+
+
 def test_a_template_that_renders_call_names_but_not_arguments_is_unrendered_field(tmp_path):
     from im_data import Encoder, RecordError, load_tokenizer
 
