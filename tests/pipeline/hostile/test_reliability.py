@@ -350,6 +350,12 @@ def test_a_manifest_listing_a_path_outside_is_refused_and_nothing_outside_is_del
         read_manifest(out)
 
 
+def test_an_unreadable_manifest_is_a_manifest_error(tmp_path):
+    (tmp_path / "out" / MANIFEST_FILE).mkdir(parents=True)  # a folder where the manifest should be
+    with pytest.raises(ManifestError, match="unreadable manifest: .*Is a directory"):
+        read_manifest(tmp_path / "out")
+
+
 def test_an_input_inside_the_output_is_refused(tmp_path, small, capsys):
     out = tmp_path / "out"
     assert run_cli("prepare", small, "-o", out, "-q") == 0
