@@ -184,11 +184,11 @@ class Encoder:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.allow_unrendered = tuple(sorted(set(allow_unrendered)))
         self._special_tokens = special_tokens_for_render(tokenizer)
-        self._spans = SpanFinder(self.template, self._special_tokens, template_kwargs=self.chat_template_kwargs,
-                                 allow_unrendered=self.allow_unrendered)
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
         self._special_strings = tuple(sorted({t for t in tokenizer.convert_ids_to_tokens(sorted(specials)) if t}))
+        self._spans = SpanFinder(self.template, self._special_tokens, template_kwargs=self.chat_template_kwargs,
+                                 allow_unrendered=self.allow_unrendered, special_strings=self._special_strings)
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
                                         max(specials, default=0) + 1), dtype=bool)
         self._is_special[list(specials)] = True

@@ -20,6 +20,9 @@ REASONS: dict[str, str] = {
                       "differently from the value (the message names the message and field)",
     "unrendered_field": "the chat template does not render a data field of the record (reasoning, tool calls, tools, "
                         "an extra message field); allow it with allow_unrendered / --allow-unrendered FIELD",
+    "invariant_violation": "the labels would break a labelling rule of docs/DESIGN.md (an output role in a "
+                           "message's header or generation prompt, template text inside an assistant turn, an "
+                           "empty think block not labelled reasoning); the message names the message and field",
     "special_token_in_content": "a message contains a special-token string of the tokenizer",
     "too_long": "the record exceeds max_length (truncation=drop), or truncation cut its output to nothing",
     "no_trainable_tokens": "no token has a positive loss weight",

@@ -95,6 +95,54 @@ def _tool_conversation(arguments_as: str, reasoning: bool, content: Any, system:
     return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {len(msgs) - 3: [arg_tag]}, tools_tag)
 
 
+def _add_tool(tag: str) -> dict[str, Any]:
+    return {"type": "function", "function": {
+        "name": "add", "description": f"Add two numbers {tag}",
+        "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                       "required": ["a", "b"]}}}
+
+
+def _call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _issue_record() -> Case:
+    """Issue 16's record R: one call-only assistant turn (no content key), a tool result, the answer."""
+    t = _Tags()
+    tools_tag, arg_tag = t(), t()
+    first = {"role": "assistant", "tool_calls": [_call("c1", "add", {"a": 2, "b": 3, "note": arg_tag})]}
+    msgs = [m("user", f"2+3 {t()}?"), first, m("tool", f"5 {t()}", tool_call_id="c1", name="add"),
+            m("assistant", f"It is 5 {t()}.")]
+    return Case({"messages": msgs, "tools": [_add_tool(tools_tag)]}, {1: [arg_tag]}, tools_tag)
+
+
+def _parallel_calls() -> Case:
+    """Two calls in one assistant turn, two tool results, the answer."""
+    t = _Tags()
+    tools_tag, tag_a, tag_b = t(), t(), t()
+    calls = [_call("zq9call01", "get_weather", {"city": f"Paris {tag_a}"}),
+             _call("zq9call02", "get_weather", {"city": f"Rome {tag_b}"})]
+    msgs = [m("user", f"Weather in Paris and Rome {t()}?"), m("assistant", "", tool_calls=calls),
+            m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
+            m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
+            m("assistant", f"Paris sunny, Rome rainy {t()}.")]
+    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {1: [tag_a, tag_b]}, tools_tag)
+
+
+def _multi_turn_calls() -> Case:
+    """Two rounds of call and result before the answer, then a follow-up user turn and a plain answer."""
+    t = _Tags()
+    tools_tag, tag_a, tag_b = t(), t(), t()
+    msgs = [m("user", f"Weather in Paris then Rome {t()}?"),
+            m("assistant", "", tool_calls=[_call("zq9call01", "get_weather", {"city": f"Paris {tag_a}"})]),
+            m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
+            m("assistant", "", tool_calls=[_call("zq9call02", "get_weather", {"city": f"Rome {tag_b}"})]),
+            m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
+            m("assistant", f"Paris sunny, Rome rainy {t()}."),
+            m("user", f"Thanks {t()}!"), m("assistant", f"Welcome {t()}.")]
+    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {1: [tag_a], 3: [tag_b]}, tools_tag)
+
+
 def _reasoning(key: str, turns: int, kwargs: dict[str, Any] | None = None) -> Case:
     t = _Tags()
     msgs = []
@@ -121,6 +169,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "tool_call_args_object": lambda: _tool_conversation("object", False, "", False),
     "tool_call_args_string_no_system": lambda: _tool_conversation("string", False, "", False),
     "tool_call_reasoning": lambda: _tool_conversation("object", True, "", False),
+    "tool_issue_record": _issue_record,
+    "tool_parallel": _parallel_calls,
+    "tool_multi_turn": _multi_turn_calls,
     "reasoning": lambda: _reasoning("reasoning_content", 1),
     "reasoning_alias_reasoning": lambda: _reasoning("reasoning", 1),
     "reasoning_alias_thinking": lambda: _reasoning("thinking", 1),

@@ -40,7 +40,9 @@ CONTENT_ROLES = frozenset({SYSTEM, USER, TOOL, ASSISTANT, REASONING, TOOL_CALL})
 TRAINED = {"it": frozenset({ASSISTANT, ASSISTANT_END, REASONING, TOOL_CALL}),
            "im": frozenset({SYSTEM, USER, TOOL, ASSISTANT, ASSISTANT_END, REASONING, TOOL_CALL})}
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
-THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"))
+THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"), ("<seed:think>", "</seed:think>"))
+#: reasoning written as its own channel message (harmony): the text that opens it, which is reasoning too
+REASONING_OPENERS = {"gpt_oss": "<|channel|>analysis<|message|>"}
 MARKER = "\ue000"
 
 #: how each family wraps one rendered tool call: (text that opens it, text that closes it); ``None`` as the closer:
@@ -60,7 +62,18 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "deepseek_v3_1": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
     "granite3_3": ("<|tool_call|>", None),
     "command_r_plus_tool_use": ("\nAction:", None),  # the newline after the generation prompt opens the call
+    "hermes2_pro_tool_use": ("<tool_call>", "</tool_call>"),
+    "hermes3_tool_use": ("<tool_call>", "</tool_call>"),
+    "seed_oss": ("<seed:tool_call>", "</seed:tool_call>"),
+    "glm4_5": ("<tool_call>", "</tool_call>"),
+    "glm4_6": ("<tool_call>", "</tool_call>"),
+    "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
+    "kimi_k2_thinking": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
+    # harmony: the recipient after the generation prompt opens the call; ``<|call|>`` ends the turn (not the call)
+    "gpt_oss": (" to=functions.", "<|call|>"),
 }
+#: families whose closer ends the turn: the call stops before it
+CLOSER_EXCLUDED = frozenset({"gpt_oss"})
 
 
 class OracleError(AssertionError):
@@ -94,6 +107,8 @@ def canonical_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any
         for alias in REASONING_KEYS[1:]:
             if alias in m:
                 m["reasoning_content"] = m.pop(alias)
+        if "reasoning_content" in m:  # harmony templates read ``thinking``: the input contract passes both names
+            m["thinking"] = m["reasoning_content"]
         out.append(m)
     return out
 
@@ -167,7 +182,7 @@ def _locate_by_marker(render: Callable, messages, i: int, text: str) -> tuple[in
     return end - len(content), end
 
 
-def _locate_reasoning(text: str, reasoning: str) -> tuple[int, int] | None:
+def _locate_reasoning(text: str, reasoning: str, family: str = "") -> tuple[int, int] | None:
     core = reasoning.strip()
     hits = _occurrences(text, core)
     if not hits:
@@ -175,6 +190,9 @@ def _locate_reasoning(text: str, reasoning: str) -> tuple[int, int] | None:
     if len(hits) > 1:
         raise OracleError(f"reasoning {core[:20]!r} occurs {len(hits)} times")
     start, end = hits[0], hits[0] + len(core)
+    opener = REASONING_OPENERS.get(family)
+    if opener and text[:start].endswith(opener):
+        return start - len(opener), end
     for open_tag, close_tag in THINK_TAGS:
         before, after = text[:start].rstrip(), text[end:]
         after_ws = len(after) - len(after.lstrip())
@@ -203,7 +221,7 @@ def _locate_parts(family: str, render: Callable, messages, text: str, specials: 
                 parts.content[i] = span
         reasoning = m.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning.strip():
-            span = _locate_reasoning(text, reasoning)
+            span = _locate_reasoning(text, reasoning, family)
             if span is None:
                 parts.dropped.append((i, "reasoning_content"))
             else:
@@ -251,7 +269,7 @@ def _locate_call(family: str, text: str, call: dict[str, Any], tag: str, lower: 
         end = text.find(close_text, tag_end)
         if end == -1:
             raise OracleError(f"{family}: no {close_text!r} after the tool call")
-        end += len(close_text)
+        end += 0 if family in CLOSER_EXCLUDED else len(close_text)
     return start, end
 
 
@@ -302,9 +320,8 @@ def _char_roles(render, messages, text, parts: _Parts, family, specials, call_ta
         paint(span, MESSAGE_ROLE[messages[i]["role"]])
     for span in parts.reasoning.values():
         paint(span, REASONING)
-    for spans in parts.calls.values():
-        for span in spans:
-            paint(span, TOOL_CALL)
+    for spans in parts.calls.values():  # the calls of one message, and the text between them, are one block
+        paint((min(s for s, _ in spans), max(e for _, e in spans)), TOOL_CALL)
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
