@@ -48,6 +48,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .errors import RecordError, TemplateError
 from .messages import REASONING_ALIASES, REASONING_KEY, Conversation, TextField, message_fields, opaque_fields
 from .roles import ROLE_CODES, Role
@@ -216,13 +218,11 @@ class SpanFinder:
         literals = tuple(skeleton_text[bounds[2 * k]:bounds[2 * k + 1]] for k in range(len(occ) + 1))
         transforms = self._edge_transforms(conversation, fields, literals, [n for _, _, n in occ])
         labels = _TurnLabels(self, conversation, fields, skeleton_text, occ).compute()
-        # a field the template writes more than once (a tool's name again in the tool message's header): its first
+        # a field the template writes more than once (a tool's name again in the tool message's header): one
         # occurrence is the field, the others are the template's text (still data: checked for special tokens)
-        seen: set[int] = set()
-        keys = []
-        for _, _, n in occ:
-            keys.append(content_key(ROLE_CODES[fields[n].role] if n not in seen else Role.TEMPLATE, True))
-            seen.add(n)
+        primary = set(labels.occ)
+        keys = [content_key(ROLE_CODES[fields[n].role] if (s, e, n) in primary else Role.TEMPLATE, True)
+                for s, e, n in occ]
         violations = check_invariants(RenderedConversation(
             skeleton_text, tuple(labels.regions) + tuple((s, e, k) for (s, e, _), k in zip(occ, keys)),
             tuple(labels.after), labels.last_start, tuple(labels.turns), tuple(labels.headers)), conversation)
@@ -460,12 +460,7 @@ class _TurnLabels:
                  occ: Sequence[tuple[int, int, int]]):
         self.finder, self.conversation, self.fields, self.text = finder, conversation, fields, text
         self.all_occ = occ
-        seen: set[int] = set()
-        self.occ = []  # each field's first occurrence (a later one is the template's echo of it)
-        for s, e, n in occ:
-            if n not in seen:
-                self.occ.append((s, e, n))
-                seen.add(n)
+        self.occ = sorted(primary_occurrences(occ, fields))
         self.profile = finder.profile(conversation.template_kwargs)
         self.regions: list[tuple[int, int, int]] = []
         self.after: list[tuple[int, int]] = []
@@ -473,7 +468,8 @@ class _TurnLabels:
         self.headers: list[tuple[int, int, int]] = []
         self.last_start = 0
         self.starts = [s for s, _, _ in occ]
-        self.raw_starts: dict[int, int] = {}  # block start -> where it starts with its leading whitespace
+        self._probe_cache: Conversation | None = None
+        self.leads: dict[int, int] = {}  # block start -> where its text starts after its leading whitespace
 
     def compute(self) -> "_TurnLabels":
         blocks = self._tool_call_blocks()
@@ -486,9 +482,9 @@ class _TurnLabels:
         for j, message in enumerate(self.conversation.messages):
             parts = sorted(by_message.get(j, []))
             if message["role"] == "assistant" and parts:
-                first, last = parts[0][0], max(e for _, e, _ in parts)
+                first, last = self.leads.get(parts[0][0], parts[0][0]), max(e for _, e, _ in parts)
                 turn_start = self._turn_start(j, cursor, first, bool(j and by_message.get(j - 1)))
-                parts, turn_start = self._block_edges(parts, turn_start, cursor)
+                parts, turn_start = self._block_edges(parts, turn_start)
                 if parts[0][2] == "reasoning" and turn_start == first and self.profile.think:
                     opening = self.profile.think[0].lstrip()  # the think tag before the reasoning
                     if opening and self.text.startswith(opening, first - len(opening)) \
@@ -499,30 +495,61 @@ class _TurnLabels:
                 if unblocked and any(kind == "tool_call" for _, _, kind in parts):
                     last = self._call_tail(j, last)
                 self._after(last)
-                self.headers.append((min(cursor, turn_start), turn_start, j))
+                self.headers.append((turn_start, turn_start, j))
                 self.turns.append((turn_start, last, j))
                 self.last_start = turn_start
                 cursor = max(cursor, last)
             elif message["role"] == "assistant":  # no rendered part: place its end-of-turn after its header
                 cursor = self._empty_turn(cursor, self._next_start(cursor))
             elif parts:
-                self.headers.append((min(cursor, parts[0][0]), parts[0][0], j))
+                self.headers.append((parts[0][0], parts[0][0], j))
             if parts:
                 cursor = max(cursor, max(e for _, e, _ in parts))
+        # a header runs from the end of whatever part or turn precedes it in the text (templates may reorder); after
+        # an assistant turn, from where the render of the messages before it ends (what the template writes for
+        # this message is its header, whatever the turn's labels swallowed)
+        ends = sorted({e for s, e, _ in self.occ} | {e for _, e, _ in self.turns} | {0})
+        self.headers = [(self._header_start(j, start, ends), start, j) for _, start, j in self.headers]
         # tool-call blocks are written after the gaps so that they win where they overlap
         self.regions.sort(key=lambda r: (r[2] == content_key(Role.TOOL_CALL, False), r[0]))
         return self
 
-    def _block_edges(self, parts: list[tuple[int, int, str]], turn_start: int, cursor: int
+    def _skeleton_probe(self) -> Conversation:
+        if self._probe_cache is None:
+            self._probe_cache = self.finder._probe(self.conversation, self.fields)
+        return self._probe_cache
+
+    def _header_start(self, j: int, start: int, ends: Sequence[int]) -> int:
+        default = ends[bisect.bisect_right(ends, start) - 1]
+        if j == 0 or self.conversation.messages[j]["role"] == "assistant" or \
+                not self.conversation.messages[j - 1].get("tool_calls"):  # only a call's text can run past its turn
+            return default
+        probe = self._skeleton_probe()
+        try:
+            before = self.finder._render(dataclasses.replace(probe, messages=probe.messages[:j]))
+        except RecordError:
+            return default
+        found = list(_SENTINEL_RE.finditer(before))
+        if not found:
+            return default
+        number, tail = int(found[-1].group(1)), before[found[-1].end():]
+        for s, e, n in self.all_occ:
+            if n == number and e + len(tail) <= start and self.text.startswith(tail, e):
+                return e + len(tail)
+        return default
+
+    def _block_edges(self, parts: list[tuple[int, int, str]], turn_start: int
                      ) -> tuple[list[tuple[int, int, str]], int]:
-        """Where no generation prompt was found and the turn starts with a block, the block's leading whitespace is
-        the call's (the turn starts there); else it is the turn's text before the block."""
+        """A block's leading whitespace (``\n`` before ``<tool_call>``) is written for the call: tool_call. Where
+        the block opens the turn, whitespace after the generation prompt is the turn's text before the call, and
+        whitespace inside the prompt is the prompt's; where no prompt was found, the turn starts with the block."""
         s, e, kind = parts[0]
-        raw = self.raw_starts.get(s, s)
-        if kind != "tool_call_block" or raw >= s or self._prompt_found:
+        lead = self.leads.get(s, s)
+        if kind != "tool_call_block" or lead == s or self.text[turn_start:lead].strip():
             return parts, turn_start
-        start = max(raw, cursor)
-        return [(start, e, kind)] + parts[1:], min(turn_start, start)
+        if self._prompt_found:
+            return [(lead, e, kind)] + parts[1:], turn_start
+        return parts, min(turn_start, s)
 
     def _turn_start(self, j: int, before: int, first: int, previous_rendered: bool) -> int:
         """After the generation prompt: where the render continues the previous message with the text that
@@ -531,8 +558,8 @@ class _TurnLabels:
         self._prompt_found = False
         if not previous_rendered or before >= first:
             return first
-        tails = [self._prompt_tail(j), self.profile.prompt_tails.get(self.conversation.messages[j - 1]["role"])]
-        for tail in tails:
+        for tail in (self.profile.prompt_tails.get(self.conversation.messages[j - 1]["role"]), None):
+            tail = tail if tail is not None else self._prompt_tail(j)  # the prefix render only where needed
             if tail and before + len(tail) <= first and self.text.startswith(tail, before):
                 self._prompt_found = True
                 return before + len(tail)
@@ -541,7 +568,7 @@ class _TurnLabels:
     def _prompt_tail(self, j: int) -> str | None:
         """The generation prompt after messages[:j]: the render of their skeleton with ``add_generation_prompt``,
         after its last field, when that field is the one the full skeleton renders last before message j."""
-        probe = self.finder._probe(self.conversation, self.fields)
+        probe = self._skeleton_probe()
         try:
             prompt = self.finder._render(dataclasses.replace(probe, messages=probe.messages[:j]), True)
         except RecordError:
@@ -689,7 +716,7 @@ class _TurnLabels:
             while slack and self.text[start] in ">]})" and self.text[end] == self.text[start]:
                 start, end, slack = start + 1, end + 1, slack - 1
             block = self.text[start:end]
-            start, end = start + len(block) - len(block.lstrip()), end - (len(block) - len(block.rstrip()))
+            lead, end = start + len(block) - len(block.lstrip()), end - (len(block) - len(block.rstrip()))
             inside = self.occ[bisect.bisect_left([s for s, _, _ in self.occ], start):
                               bisect.bisect_right([s for s, _, _ in self.occ], end)]
             owners = {self.fields[n].message for s, e, n in inside if is_call[n] and e <= end}
@@ -700,10 +727,33 @@ class _TurnLabels:
             at = self.text.find(end_of_turn, last_call, end) if end_of_turn else -1
             if at != -1:
                 end = len(self.text[start:at].rstrip()) + start
-            if len(owners) == 1 and owners <= calls and end > start:
+            if len(owners) == 1 and owners <= calls and end > lead:
                 blocks.setdefault(owners.pop(), []).append((start, end))
-                self.raw_starts[start] = a + p
+                self.leads[start] = lead
         return blocks
+
+
+def primary_occurrences(occ: Sequence[tuple[int, int, int]], fields: Sequence[TextField]
+                        ) -> list[tuple[int, int, int]]:
+    """For a field the template writes more than once, the occurrence that is the field: the first one after the
+    fields of the messages before it (a preview in an earlier header, or a repeat in a later header, is the
+    template's echo); the first one where none follows them."""
+    by_number: dict[int, list[tuple[int, int, int]]] = {}
+    for o in occ:
+        by_number.setdefault(o[2], []).append(o)
+    if len(by_number) == len(occ):  # every field written once: the common case
+        return list(occ)
+    chosen: list[tuple[int, int, int]] = []
+    floor = reached = -1  # end of the chosen occurrences of the earlier messages / of all chosen so far
+    message = -1
+    for n in sorted(by_number, key=lambda n: (fields[n].message, n)):
+        if fields[n].message != message:
+            message, floor = fields[n].message, reached
+        options = by_number[n]
+        pick = next((o for o in options if o[0] >= floor), options[0])
+        chosen.append(pick)
+        reached = max(reached, pick[1])
+    return chosen
 
 
 # -- the labelling invariants -----------------------------------------------------------------------------------
@@ -733,17 +783,17 @@ RULE_HEADER = "a message's header (the template's text before it, or an assistan
 RULE_TURN = "text the template emits inside an assistant turn is not output"
 RULE_THINK = "an empty reasoning block the template emits inside an assistant turn is not reasoning"
 
-_OUTPUT_CONTENT = frozenset(int(r) for r in (Role.ASSISTANT, Role.REASONING, Role.TOOL_CALL))
+_OUTPUT_CONTENT = [int(r) for r in (Role.ASSISTANT, Role.REASONING, Role.TOOL_CALL)]
 
 
-def character_roles(rendered: RenderedConversation) -> list[int]:
-    """The role code of every character of the render (spans in writing order; the after-turn regions are
+def character_roles(rendered: RenderedConversation) -> np.ndarray:
+    """The role code of every character of the render (int8; spans in writing order; the after-turn regions are
     assistant_end up to their end: the first special token is a token-level cut, see :mod:`im_data.encode`)."""
-    roles = [int(Role.TEMPLATE)] * len(rendered.text)
+    roles = np.zeros(len(rendered.text), dtype=np.int8)
     for s, e in rendered.after_assistant:
-        roles[s:e] = [int(Role.ASSISTANT_END)] * (e - s)
+        roles[s:e] = int(Role.ASSISTANT_END)
     for s, e, k in rendered.spans:
-        roles[s:e] = [int(role_of_key(k)) if k >= CONTENT else int(Role.TEMPLATE)] * (e - s)
+        roles[s:e] = int(role_of_key(k)) if k >= CONTENT else int(Role.TEMPLATE)
     return roles
 
 
@@ -760,26 +810,30 @@ def check_invariants(rendered: RenderedConversation, conversation: Conversation 
     ``conversation``: the messages the render was made from (for naming the message at fault)."""
     messages = conversation.messages if isinstance(conversation, Conversation) else list(conversation)
     roles = character_roles(rendered)
+    output = np.isin(roles, _OUTPUT_CONTENT)
     text = rendered.text
     found = []
+
+    def run(mask: np.ndarray, offset: int) -> str:
+        bad = np.flatnonzero(mask)
+        return text[offset + int(bad[0]):offset + int(bad[-1]) + 1]
+
     for s, e, j in rendered.headers:
-        bad = [c for c in range(s, e) if roles[c] in _OUTPUT_CONTENT]
-        if bad:
-            found.append(Violation(j, messages[j]["role"], "header", RULE_HEADER, text[bad[0]:bad[-1] + 1]))
+        if output[s:e].any():
+            found.append(Violation(j, messages[j]["role"], "header", RULE_HEADER, run(output[s:e], s)))
     for s, e, j in rendered.turns:
-        bad = [c for c in range(s, e) if roles[c] not in _OUTPUT_CONTENT]
-        if bad:
-            found.append(Violation(j, "assistant", "turn", RULE_TURN, text[bad[0]:bad[-1] + 1]))
+        if not output[s:e].all():
+            found.append(Violation(j, "assistant", "turn", RULE_TURN, run(~output[s:e], s)))
         for opening, closing in THINK_TAGS:
             at = text.find(opening, s, e)
             while at != -1:
                 close = text.find(closing, at + len(opening), e)
                 if close == -1:
                     break
-                inner = text[at + len(opening):close]
-                if not inner.strip() and any(roles[c] != Role.REASONING for c in range(at, close + len(closing))):
-                    found.append(Violation(j, "assistant", "turn", RULE_THINK, text[at:close + len(closing)]))
-                at = text.find(opening, close + len(closing), e)
+                end = close + len(closing)
+                if not text[at + len(opening):close].strip() and (roles[at:end] != Role.REASONING).any():
+                    found.append(Violation(j, "assistant", "turn", RULE_THINK, text[at:end]))
+                at = text.find(opening, end, e)
     return found
 
 

@@ -64,9 +64,9 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "command_r_plus_tool_use": ("\nAction:", None),  # the newline after the generation prompt opens the call
     "hermes2_pro_tool_use": ("<tool_call>", "</tool_call>"),
     "hermes3_tool_use": ("<tool_call>", "</tool_call>"),
-    "seed_oss": ("<seed:tool_call>", "</seed:tool_call>"),
-    "glm4_5": ("<tool_call>", "</tool_call>"),
-    "glm4_6": ("<tool_call>", "</tool_call>"),
+    "seed_oss": ("\n<seed:tool_call>", "</seed:tool_call>"),  # each call is written as "\n<seed:tool_call>…"
+    "glm4_5": ("\n<tool_call>", "</tool_call>"),  # each call is written as "\n<tool_call>NAME…"
+    "glm4_6": ("\n<tool_call>", "</tool_call>"),
     "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
     "kimi_k2_thinking": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
     # harmony: the recipient after the generation prompt opens the call; ``<|call|>`` ends the turn (not the call)
@@ -329,6 +329,8 @@ def _char_roles(render, messages, text, parts: _Parts, family, specials, call_ta
         if not own:
             continue
         start = _output_start(render, messages, i, text, parts, family, specials, call_tags, own[0][0])
+        for c in range(own[0][0], start):  # the generation prompt is the template's, whatever a wrapper overlaps
+            roles[c] = TEMPLATE
         for c in range(start, own[-1][1]):
             if roles[c] == TEMPLATE:
                 roles[c] = ASSISTANT
@@ -374,7 +376,9 @@ def _output_start(render, messages, i, text, parts, family, specials, call_tags,
         return first_part
     tail = prompt[max(prompt_before):]
     prev_end = max(before)
-    if text.startswith(tail, prev_end) and prev_end + len(tail) <= first_part:
+    rest = text[first_part:]
+    first_text = first_part + len(rest) - len(rest.lstrip())  # a wrapper's leading newline may be the prompt's
+    if text.startswith(tail, prev_end) and prev_end + len(tail) <= first_text:
         return prev_end + len(tail)
     return first_part
 
