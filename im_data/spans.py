@@ -153,8 +153,10 @@ class SpanFinder:
         self._profiles: dict[str, _Profile] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
-    def find(self, conversation: Conversation) -> RenderedConversation:
-        """Render ``conversation`` and label every character (see the module doc)."""
+    def find(self, conversation: Conversation, check: bool = True) -> RenderedConversation:
+        """Render ``conversation`` and label every character (see the module doc). A conversation whose shape
+        breaks a labelling rule raises ``invariant_violation``; ``check=False`` returns its labels anyway (for
+        reports: pass them to :func:`check_invariants`)."""
         for name in conversation.extra_fields:
             if name not in self.allow_unrendered:
                 raise _unrendered(self.template, f"the record's field {name!r} (not part of the input format)", name)
@@ -169,7 +171,7 @@ class SpanFinder:
             if len(self._skeletons) >= SKELETON_CACHE_SIZE:
                 self._skeletons.clear()
             skeleton = self._skeletons[key] = self._build(conversation, fields)
-        if skeleton.violation is not None:
+        if check and skeleton.violation is not None:
             raise skeleton.violation
         return self._align(skeleton, text, fields, conversation)
 

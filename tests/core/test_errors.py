@@ -245,6 +245,21 @@ def test_an_output_role_in_a_header_is_an_invariant_violation(default_tokenizer,
     assert "'<|tool|>result for {\"a\": 2, \"b\": 3}'" in err.message
 
 
+def test_find_without_check_returns_the_labels_and_their_violations(default_tokenizer, tmp_path):
+    """For reports (check-template): the labels of a violating conversation, and the violations they break."""
+    from im_data import check_invariants
+    from im_data.formats import read_conversation
+
+    path = tmp_path / "echo.jinja"
+    path.write_text(ECHO_ARGS, encoding="utf-8")
+    enc = Encoder(default_tokenizer, chat_template=str(path))
+    conversation = read_conversation({"messages": CALL_TURN}, FormatOptions())
+    rendered = enc._spans.find(conversation, check=False)
+    found = check_invariants(rendered, conversation)
+    assert [(v.message, v.role, v.field) for v in found] == [(2, "tool", "header")]
+    assert found[0].text == '<|tool|>result for {"a": 2, "b": 3}'
+
+
 def test_a_preview_in_a_header_is_the_templates_text(default_tokenizer, tmp_path):
     """A template that previews the answer in the user's header: the answer's occurrence in its own turn is the
     field, the preview is template text (never trained)."""

@@ -45,7 +45,8 @@ def test_provenance_matches_the_stored_templates():
     required = {"qwen2_5", "qwen3", "llama2", "llama3_1", "llama3_2", "mistral_v0_1", "mistral_v0_3", "mistral_nemo",
                 "mistral_small3_2", "mixtral", "gemma2", "gemma3", "phi3_5", "phi4", "deepseek_v3", "deepseek_r1",
                 "glm4", "internlm2", "command_r", "granite3_3", "smollm3", "olmo2", "tulu3", "yi", "zephyr",
-                "openchat"}
+                "openchat", "gpt_oss", "hermes2_pro_tool_use", "hermes3_tool_use", "seed_oss", "glm4_5", "glm4_6",
+                "kimi_k2", "kimi_k2_thinking"}
     assert required <= set(FAMILIES)
     stored = {p.name for p in real_tokenizers.REAL_DIR.glob("*.jinja")}
     assert stored == {e["file"] for e in real_tokenizers.families().values()}
