@@ -229,9 +229,11 @@ class SpanFinder:
             skeleton_text, tuple(labels.regions) + tuple((s, e, k) for (s, e, _), k in zip(occ, keys)),
             tuple(labels.after), labels.last_start, tuple(labels.turns), tuple(labels.headers)), conversation)
 
+        literal_starts = bounds[0::2]
+
         def lit(pos: int) -> tuple[int, int]:  # absolute skeleton position -> (literal index, offset)
-            k = _bisect(bounds, pos)
-            return k, pos - bounds[2 * k]
+            k = bisect.bisect_right(literal_starts, pos) - 1  # the last literal starting at or before pos
+            return k, pos - literal_starts[k]
 
         regions = tuple((*lit(s), *lit(e), key) for s, e, key in labels.regions)
         after = tuple((*lit(s), *lit(e)) for s, e in labels.after)
@@ -853,18 +855,6 @@ def _complement(start: int, end: int, holes: Sequence[tuple[int, int]]) -> list[
 # -- helpers ----------------------------------------------------------------------------------------------------
 def _m(role: str, content: str) -> dict:
     return {"role": role, "content": content}
-
-
-def _bisect(bounds: Sequence[int], pos: int) -> int:
-    """Index k of the literal [bounds[2k], bounds[2k+1]] that holds ``pos`` (ends included)."""
-    lo, hi = 0, len(bounds) // 2 - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if bounds[2 * mid] <= pos:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def _set(messages: list[dict], f: TextField, value: str) -> None:
