@@ -216,6 +216,10 @@ def _write_result(out_dir: str):
     return write
 
 
+Tagged = tuple[str, int, Any]
+"""An audit result: (kind, dataset index, value); the value is pickled (``Any``)."""
+
+
 def _tag(kind: str, idx: int):
     return lambda value: (kind, idx, value)
 
@@ -236,7 +240,7 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
     tagged = []
     for idx, config in enumerate(configs):
         d = f"D{idx}"
-        records = p | f"{d}/ReadExamples" >> ReadExamples(config.sources, config.split_bytes)
+        records = p | f"{d}/ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
         encoded = records | f"{d}/EncodeExamples" >> EncodeExamples(config)
         progress = config.progress_dir
         stats = report_progress(encoded.stats | f"{d}/ComputeStats" >> ComputeStats(), progress, "encode_done",
@@ -245,21 +249,23 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
         dead = report_progress(encoded.rejects, progress, "rejects", f"{d}/ProgressRejects")
         read = records | f"{d}/CountRecords" >> CountRecords()
         rejects = (dead
-                   | f"{d}/RejectReason" >> beam.Map(lambda r: r["reason"])
+                   | f"{d}/RejectReason" >> beam.Map(lambda r: r["reason"]).with_output_types(str)
                    | f"{d}/CountRejects" >> beam.combiners.Count.PerElement())
         unreadable = (dead
-                      | f"{d}/ReadErrors" >> beam.Filter(lambda r: r["reason"] == "read_error")
-                      | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}")
-                      | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults())
+                      | f"{d}/ReadErrors" >> beam.Filter(lambda r: r["reason"] == "read_error").with_output_types(dict[str, Any])
+                      | f"{d}/ReadErrorText" >> beam.Map(lambda r: f"{r['source']}: {r['message']}").with_output_types(str)
+                      | f"{d}/SomeReadErrors" >> beam.CombineGlobally(SampleCombineFn(3)).without_defaults()
+                      .with_output_types(list[str]))
         lengths = (rows
                    | f"{d}/Lengths" >> beam.Map(_length_pairs)
-                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleRowsFn(sample_size)).without_defaults())
-        tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)),
-                   read | f"{d}/TagRead" >> beam.Map(_tag("read", idx)),
-                   rejects | f"{d}/TagRejects" >> beam.Map(_tag("rejects", idx)),
-                   unreadable | f"{d}/TagUnreadable" >> beam.Map(_tag("unreadable", idx)),
-                   lengths | f"{d}/TagLengths" >> beam.Map(_tag("lengths", idx))]
-    _ = tagged | "AllResults" >> beam.Flatten() | "WriteResults" >> beam.Map(_write_result(results_dir))
+                   | f"{d}/SampleLengths" >> beam.CombineGlobally(SampleRowsFn(sample_size)).without_defaults()
+                   .with_output_types(list[tuple[int, int]]))
+        tagged += [stats | f"{d}/TagStats" >> beam.Map(_tag("stats", idx)).with_output_types(Tagged),
+                   read | f"{d}/TagRead" >> beam.Map(_tag("read", idx)).with_output_types(Tagged),
+                   rejects | f"{d}/TagRejects" >> beam.Map(_tag("rejects", idx)).with_output_types(Tagged),
+                   unreadable | f"{d}/TagUnreadable" >> beam.Map(_tag("unreadable", idx)).with_output_types(Tagged),
+                   lengths | f"{d}/TagLengths" >> beam.Map(_tag("lengths", idx)).with_output_types(Tagged)]
+    _ = tagged | "AllResults" >> beam.Flatten().with_output_types(Tagged) | "WriteResults" >> beam.Map(_write_result(results_dir)).with_output_types(str)
 
 
 def _length_pairs(batch) -> list[tuple[int, int]]:

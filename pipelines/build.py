@@ -60,6 +60,7 @@ class _WriteSummaryFn(beam.DoFn):
         yield summary
 
 
+@beam.typehints.with_output_types(dict[str, Any])
 class Summarize(beam.PTransform):
     """``(kind, value)`` results of every branch → one summary dict, also written to ``_summary.json``.
 
@@ -72,7 +73,7 @@ class Summarize(beam.PTransform):
 
     def expand(self, tagged):
         return (tagged
-                | "OneKey" >> beam.Map(lambda kv: (0, kv))
+                | "OneKey" >> beam.Map(lambda kv: (0, kv)).with_output_types(tuple[int, tuple[str, Any]])
                 | "Gather" >> beam.GroupByKey()
                 | "Write" >> beam.ParDo(_WriteSummaryFn(self.config)))
 
@@ -124,12 +125,12 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
     for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", encoded.rejects)):
-        _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind))
-    summary = ([shards | "TagShards" >> beam.Map(_tag("shard")),
-                stats | "TagStats" >> beam.Map(_tag("stats")),
-                reject_files | "TagRejects" >> beam.Map(_tag("rejects")),
-                read_count | "TagRead" >> beam.Map(_tag("read"))]
-               | "AllResults" >> beam.Flatten()
+        _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)
+    summary = ([shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
+                stats | "TagStats" >> beam.Map(_tag("stats")).with_output_types(tuple[str, Any]),
+                reject_files | "TagRejects" >> beam.Map(_tag("rejects")).with_output_types(tuple[str, Any]),
+                read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any])]
+               | "AllResults" >> beam.Flatten().with_output_types(tuple[str, Any])
                | "Summarize" >> Summarize(config))
     return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": encoded.rejects,
             "shards": shards, "stats": stats, "reject_files": reject_files, "read_count": read_count,

@@ -220,6 +220,7 @@ class _EncodeBatchFn(beam.DoFn):
             return internal_error(exc)
 
 
+@beam.typehints.with_output_types(Any)  # three tagged outputs: rows (pa.RecordBatch), stats (LengthStats), rejects (dict)
 class EncodeExamples(beam.PTransform):
     """``PCollection[RawRecord]`` → ``{"rows", "stats", "rejects"}`` (a ``DoOutputsTuple``).
 

@@ -112,6 +112,10 @@ def _tap_classes():
         def finish_bundle(self) -> None:
             self.reporter.flush(force=True)
 
+    T = beam.typehints.TypeVariable("T")
+
+    @beam.typehints.with_input_types(T)
+    @beam.typehints.with_output_types(T)
     class ReportProgress(beam.PTransform):
         """Passes its input through unchanged, counting it for the progress display. A pass-through rather than
         a side branch: an extra consumer would be an extra leaf, and the Dask runner may then compute shared
@@ -122,7 +126,8 @@ def _tap_classes():
             self.progress_dir, self.kind = progress_dir, kind
 
         def expand(self, pcoll):
-            return pcoll | beam.ParDo(_ReportFn(self.progress_dir, self.kind))
+            # a pass-through: what it emits is of the type its input states
+            return pcoll | beam.ParDo(_ReportFn(self.progress_dir, self.kind)).with_output_types(pcoll.element_type)
 
     return ReportProgress
 

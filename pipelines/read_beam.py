@@ -19,6 +19,7 @@ class _ReadSplitFn(beam.DoFn):
         yield from read_split(split, self.max_record_bytes)
 
 
+@beam.typehints.with_output_types(RawRecord)
 class ReadExamples(beam.PTransform):
     """``PBegin → PCollection[RawRecord]``: every record of every source, with its source and index."""
 
@@ -32,5 +33,5 @@ class ReadExamples(beam.PTransform):
     def expand(self, pbegin):
         splits = plan_splits(self.sources, self.split_bytes)
         return (pbegin
-                | "Splits" >> beam.Create(splits, reshuffle=False)
+                | "Splits" >> beam.Create(splits, reshuffle=False).with_output_types(Split)
                 | "ReadSplits" >> beam.ParDo(_ReadSplitFn(self.max_record_bytes)))

@@ -113,6 +113,7 @@ class _MergeRejectsFn(beam.DoFn):
         yield {"reason": reason, "count": count, "path": rel}
 
 
+@beam.typehints.with_output_types(dict[str, Any])
 class WriteRejects(beam.PTransform):
     """``PCollection[reject dict]`` → one ``{"reason", "count", "path"}`` per reason, files written."""
 

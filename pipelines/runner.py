@@ -36,6 +36,18 @@ def _quiet_dask() -> bool:
     return quiet
 
 
+TYPE_CHECK_ENV = "IM_DATA_BEAM_TYPE_CHECK"
+"""Set to 1 (the test suite does) to run every pipeline with Beam's pipeline and runtime type checks: an element
+that does not fit the type its transform states fails the run. (That every transform of ours states one is
+checked by tests/pipeline/test_type_hints.py; Beam's own ``BatchElements`` states none, so the strictness
+``ALL_REQUIRED`` cannot be used.)"""
+
+
+def type_check_flags(given: set[str]) -> list[str]:
+    """Beam's flags for pipeline and runtime type checks (those not ``given`` already)."""
+    return [f"--{flag}" for flag in ("pipeline_type_check", "runtime_type_check") if flag not in given]
+
+
 def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
     """``(runner, PipelineOptions, LocalCluster or None)`` for one run."""
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -44,6 +56,8 @@ def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
     beam_args, values = split_pipeline_options(pipeline_options)
     given = {a.lstrip("-").split("=", 1)[0] for a in beam_args if a.startswith("--")} | set(values)
     cluster = None
+    if os.environ.get(TYPE_CHECK_ENV, "") not in ("", "0"):
+        beam_args += type_check_flags(given)
     if "default_sdk_harness_log_level" not in given and logging.getLogger("im_data").getEffectiveLevel() > logging.INFO:
         beam_args.append("--default_sdk_harness_log_level=ERROR")  # worker processes' chatter: only with -v
     if name.lower() in ("direct", "directrunner"):

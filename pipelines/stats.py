@@ -6,8 +6,13 @@ from typing import Any, Iterable
 
 import apache_beam as beam
 from apache_beam.transforms.combiners import SampleCombineFn
+from apache_beam.typehints import TypeVariable, with_input_types, with_output_types
+
+T = TypeVariable("T")
 
 
+@with_input_types(Any)
+@with_output_types(dict[str, Any])
 class LengthStatsFn(beam.CombineFn):
     """Combines ``LengthStats`` partials (or ``EncodedExample.summary()`` dicts) into ``LengthStats.to_dict()``
     (the stats.json schema)."""
@@ -45,25 +50,35 @@ def empty_stats() -> dict[str, Any]:
     return LengthStats().to_dict()
 
 
+@with_output_types(dict[str, Any])
 class ComputeStats(beam.PTransform):
     """``PCollection[LengthStats | summary]`` → a single ``stats.json`` dict (no element when there are no rows)."""
 
     def expand(self, summaries):
         # without_defaults: the default-value path needs side inputs, which the Dask runner handles poorly;
         # the launcher uses an empty LengthStats when no element comes out.
-        return summaries | "LengthStats" >> beam.CombineGlobally(LengthStatsFn()).without_defaults()
+        return (summaries | "LengthStats" >> beam.CombineGlobally(LengthStatsFn()).without_defaults()
+                .with_output_types(dict[str, Any]))
 
 
+@with_output_types(int)
 class CountRecords(beam.PTransform):
     """``PCollection[Any]`` → one int (nothing when the input is empty)."""
 
     def expand(self, pcoll):
-        return pcoll | "Count" >> beam.CombineGlobally(beam.combiners.CountCombineFn()).without_defaults()
+        return (pcoll | "Count" >> beam.CombineGlobally(beam.combiners.CountCombineFn()).without_defaults()
+                .with_output_types(int))
 
 
+@with_input_types(list[T])
+@with_output_types(list[T])
 class SampleRowsFn(SampleCombineFn):
     """A uniform sample of ``n`` rows from lists of rows (one list per record batch): the rows never become
-    Beam elements one by one, which costs more than sampling them."""
+    Beam elements one by one, which costs more than sampling them.
+
+    Its input is a list of rows and its output one list of rows: the types are stated here, since the base
+    class's (``T`` in, ``list[T]`` out) would make Beam infer a coder for lists of lists (apache-beam 2.78
+    then fails while sampling element sizes)."""
 
     def add_input(self, heap, rows):
         for row in rows:

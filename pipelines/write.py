@@ -27,7 +27,7 @@ import hashlib
 import heapq
 import uuid
 import zlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -326,6 +326,7 @@ class _MergeShardFn(beam.DoFn):
         yield {"shard": shard, "path": rel, "split": split, "num_rows": num_rows, "sha256": sha256}
 
 
+@beam.typehints.with_output_types(dict[str, Any])
 class WriteShards(beam.PTransform):
     """``PCollection[pa.RecordBatch]`` (:data:`ROW_SCHEMA`: shard columns plus ``_order``) → one ``{"shard", "path", "num_rows", "sha256"}`` per shard (every shard,
     even empty)."""
@@ -337,8 +338,9 @@ class WriteShards(beam.PTransform):
     def expand(self, rows):
         runs = rows | "SpillRuns" >> beam.ParDo(_SpillRunsFn(self.config))
         every_shard = rows.pipeline | "ShardKeys" >> beam.Create(
-            [(s, None) for s in range(total_shards(self.config))], reshuffle=False)
+            [(s, None) for s in range(total_shards(self.config))], reshuffle=False).with_output_types(
+            tuple[int, Optional[dict[str, Any]]])
         return ((runs, every_shard)
-                | "AllShards" >> beam.Flatten()
+                | "AllShards" >> beam.Flatten().with_output_types(tuple[int, Optional[dict[str, Any]]])
                 | "GroupRuns" >> beam.GroupByKey()
                 | "MergeShard" >> beam.ParDo(_MergeShardFn(self.config)))

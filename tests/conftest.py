@@ -10,6 +10,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("IM_DATA_SHARED", REPO_ROOT.parent / "shared" / "data"))
+os.environ.setdefault("IM_DATA_BEAM_TYPE_CHECK", "1")  # pipelines.runner.TYPE_CHECK_ENV: Beam's type checks on
 SHARED_FILES = ("lima_data.jsonl", "alpagasus_3k_dolly.jsonl", "alpagasus_claude_t45_alpaca.jsonl")
 
 

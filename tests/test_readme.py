@@ -37,8 +37,8 @@ OUTSIDE = re.compile(r"(^|[\s='\"(])(/\w|~/|\.\./)", re.MULTILINE)
 #: options whose value is a path the block writes to
 OUTPUT_OPTIONS = re.compile(r"(?:--output_dir|--output|-o|--report|--html)[ =](\S+)")
 
-QUICK_START = "pip install torch==2.13.0 -e . && im-data prepare --output out/sample --overwrite"
-TEST_COMMAND = 'pip install torch==2.13.0 -e ".[test]" && python -m pytest -q'
+QUICK_START = "pip install -c constraints.txt torch==2.13.0 -e . && im-data prepare --output out/sample --overwrite"
+TEST_COMMAND = 'pip install -c constraints.txt torch==2.13.0 -e ".[test]" && python -m pytest -q'
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import pipeline
 from pipeline_helpers import DATA  # noqa: E402
 
 
+@pytest.fixture
+def type_checked_pipeline():
+    """Makes ``TestPipeline``s with Beam's pipeline and runtime type checks on, as every pipeline of the suite
+    runs."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from pipelines.runner import type_check_flags
+
+    return lambda: TestPipeline(options=PipelineOptions(type_check_flags(set())))
+
+
 @pytest.fixture(scope="session")
 def bad_expected() -> dict[int, str]:
     return {int(k): v for k, v in json.loads((DATA / "bad.expected.json").read_text()).items()}

@@ -30,12 +30,12 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(plain, schema=ROW_SCHEMA)
 
 
-def test_build_pipeline_branches(tmp_path, bad_expected):
+def test_build_pipeline_branches(tmp_path, bad_expected, type_checked_pipeline):
     encoder = EncoderOptions(policy=WeightPolicy.preset("it"), max_length=48, truncation="drop")
     config = PrepareConfig(sources=expand_inputs([str(DATA / "bad.jsonl"), str(DATA / "empty.jsonl")]),
                            work_dir=make_work_dir(str(tmp_path / "out")), encoder=encoder, num_shards=2)
     expected = sorted((i, "too_long" if r == "LONG" else r) for i, r in bad_expected.items())
-    with test_pipeline.TestPipeline() as p:
+    with type_checked_pipeline() as p:
         pc = build_pipeline(p, config)
         assert_that(pc["read_count"], equal_to([16]), label="read")
         assert_that(pc["rejects"] | "IdxReason" >> beam.Map(lambda r: (r["index"], r["reason"])),
@@ -95,7 +95,7 @@ def test_merge_is_in_key_order_and_independent_of_runs(tmp_path_factory, n, runs
         assert sizes == [chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])
 
 
-def test_write_shards_gives_the_same_bytes_whatever_the_row_order(tmp_path):
+def test_write_shards_gives_the_same_bytes_whatever_the_row_order(tmp_path, type_checked_pipeline):
     """WriteShards through Beam: rows arriving scrambled across many small interleaving runs (a tiny run buffer:
     unsorted runs, the k-way fallback) give the same shard files as rows arriving in input order."""
     rng = random.Random(7)
@@ -108,7 +108,7 @@ def test_write_shards_gives_the_same_bytes_whatever_the_row_order(tmp_path):
     for name, batches, buffer in (("ordered", in_order, 16 << 20), ("scrambled", scrambled, 1)):
         config = PrepareConfig(work_dir=str(tmp_path / name), num_shards=3, run_buffer_bytes=buffer,
                                merge_chunk_rows=64)
-        with test_pipeline.TestPipeline() as p:
+        with type_checked_pipeline() as p:
             _ = p | beam.Create(batches, reshuffle=False) | WriteShards(config)
         outputs.append({f.name: f.read_bytes() for f in sorted((tmp_path / name / "shards").glob("*.arrow"))})
         assert not (tmp_path / name / RUNS_DIR).exists() or not list((tmp_path / name / RUNS_DIR).rglob("*.arrow"))

@@ -102,7 +102,7 @@ def _add_tool(tag: str) -> dict[str, Any]:
                        "required": ["a", "b"]}}}
 
 
-def _call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def _named_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
@@ -110,37 +110,40 @@ def _issue_record() -> Case:
     """Issue 16's record R: one call-only assistant turn (no content key), a tool result, the answer."""
     t = _Tags()
     tools_tag, arg_tag = t(), t()
-    first = {"role": "assistant", "tool_calls": [_call("c1", "add", {"a": 2, "b": 3, "note": arg_tag})]}
+    first = {"role": "assistant", "tool_calls": [_named_call("c1", "add", {"a": 2, "b": 3, "note": arg_tag})]}
     msgs = [m("user", f"2+3 {t()}?"), first, m("tool", f"5 {t()}", tool_call_id="c1", name="add"),
             m("assistant", f"It is 5 {t()}.")]
     return Case({"messages": msgs, "tools": [_add_tool(tools_tag)]}, {1: [arg_tag]}, tools_tag)
 
 
-def _parallel_calls() -> Case:
-    """Two calls in one assistant turn, two tool results, the answer."""
+def _call(call_id: str, city: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+
+
+def _parallel_calls(system: bool) -> Case:
+    """[system,] user, assistant with two calls in one turn, two tool results, assistant answer."""
     t = _Tags()
-    tools_tag, tag_a, tag_b = t(), t(), t()
-    calls = [_call("zq9call01", "get_weather", {"city": f"Paris {tag_a}"}),
-             _call("zq9call02", "get_weather", {"city": f"Rome {tag_b}"})]
-    msgs = [m("user", f"Weather in Paris and Rome {t()}?"), m("assistant", "", tool_calls=calls),
-            m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
-            m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
-            m("assistant", f"Paris sunny, Rome rainy {t()}.")]
-    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {1: [tag_a, tag_b]}, tools_tag)
+    tools_tag, paris, rome = t(), t(), t()
+    msgs = [m("system", f"Use tools {t()}.")] if system else []
+    msgs += [m("user", f"Weather in Paris and Rome {t()}?"),
+             m("assistant", "", tool_calls=[_call("zq9call01", f"Paris {paris}"), _call("zq9call02", f"Rome {rome}")]),
+             m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
+             m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
+             m("assistant", f"Paris sunny, Rome rainy {t()}.")]
+    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {len(msgs) - 4: [paris, rome]}, tools_tag)
 
 
 def _multi_turn_calls() -> Case:
-    """Two rounds of call and result before the answer, then a follow-up user turn and a plain answer."""
+    """user, call, result, call, result, answer: two tool rounds in one conversation."""
     t = _Tags()
-    tools_tag, tag_a, tag_b = t(), t(), t()
-    msgs = [m("user", f"Weather in Paris then Rome {t()}?"),
-            m("assistant", "", tool_calls=[_call("zq9call01", "get_weather", {"city": f"Paris {tag_a}"})]),
+    tools_tag, paris, rome = t(), t(), t()
+    msgs = [m("user", f"Weather in Paris, then Rome {t()}?"),
+            m("assistant", "", tool_calls=[_call("zq9call01", f"Paris {paris}")]),
             m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
-            m("assistant", "", tool_calls=[_call("zq9call02", "get_weather", {"city": f"Rome {tag_b}"})]),
+            m("assistant", "", tool_calls=[_call("zq9call02", f"Rome {rome}")]),
             m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
-            m("assistant", f"Paris sunny, Rome rainy {t()}."),
-            m("user", f"Thanks {t()}!"), m("assistant", f"Welcome {t()}.")]
-    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {1: [tag_a], 3: [tag_b]}, tools_tag)
+            m("assistant", f"Paris sunny, Rome rainy {t()}.")]
+    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {1: [paris], 3: [rome]}, tools_tag)
 
 
 def _reasoning(key: str, turns: int, kwargs: dict[str, Any] | None = None) -> Case:
@@ -170,7 +173,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "tool_call_args_string_no_system": lambda: _tool_conversation("string", False, "", False),
     "tool_call_reasoning": lambda: _tool_conversation("object", True, "", False),
     "tool_issue_record": _issue_record,
-    "tool_parallel": _parallel_calls,
+    "tool_parallel": lambda: _parallel_calls(False),
+    "system_tool_parallel": lambda: _parallel_calls(True),
     "tool_multi_turn": _multi_turn_calls,
     "reasoning": lambda: _reasoning("reasoning_content", 1),
     "reasoning_alias_reasoning": lambda: _reasoning("reasoning", 1),
