@@ -473,6 +473,7 @@ class _TurnLabels:
         self.last_start = 0
         self.starts = [s for s, _, _ in occ]
         self._probe_cache: Conversation | None = None
+        self._turn_starts: set[int] = set()
         self.leads: dict[int, int] = {}  # block start -> where its text starts after its leading whitespace
 
     def compute(self) -> "_TurnLabels":
@@ -487,7 +488,8 @@ class _TurnLabels:
             parts = sorted(by_message.get(j, []))
             if message["role"] == "assistant" and parts:
                 first, last = self.leads.get(parts[0][0], parts[0][0]), max(e for _, e, _ in parts)
-                turn_start = self._turn_start(j, cursor, first, bool(j and by_message.get(j - 1)))
+                block_end = parts[0][1] if parts[0][2] == "tool_call_block" else first
+                turn_start = self._turn_start(j, cursor, first, bool(j and by_message.get(j - 1)), block_end)
                 parts, turn_start = self._block_edges(parts, turn_start)
                 if parts[0][2] == "reasoning" and turn_start == first and self.profile.think:
                     opening = self.profile.think[0].lstrip()  # the think tag before the reasoning
@@ -495,6 +497,7 @@ class _TurnLabels:
                             and first - len(opening) >= cursor:
                         turn_start = first - len(opening)
                 unblocked = bool(message.get("tool_calls")) and j not in blocks
+                self._turn_starts.add(turn_start)
                 self._gaps(turn_start, parts, unblocked)
                 if unblocked and any(kind == "tool_call" for _, _, kind in parts):
                     last = self._call_tail(j, last)
@@ -548,6 +551,10 @@ class _TurnLabels:
         the block opens the turn, whitespace after the generation prompt is the turn's text before the call, and
         whitespace inside the prompt is the prompt's; where no prompt was found, the turn starts with the block."""
         s, e, kind = parts[0]
+        if kind == "tool_call_block" and s < turn_start and self._prompt_found:  # never over the generation prompt
+            s = self.leads[turn_start] = max(self.leads.get(s, s), turn_start)
+            parts = [(turn_start, e, kind)] + parts[1:]
+            s = turn_start
         lead = self.leads.get(s, s)
         if kind != "tool_call_block" or lead == s or self.text[turn_start:lead].strip():
             return parts, turn_start
@@ -555,16 +562,17 @@ class _TurnLabels:
             return [(lead, e, kind)] + parts[1:], turn_start
         return parts, min(turn_start, s)
 
-    def _turn_start(self, j: int, before: int, first: int, previous_rendered: bool) -> int:
+    def _turn_start(self, j: int, before: int, first: int, previous_rendered: bool, block_end: int) -> int:
         """After the generation prompt: where the render continues the previous message with the text that
         ``add_generation_prompt=True`` renders after it (the render of the messages before this one with the
-        prompt; else the per-template prompt tail of the previous message's role); else the turn's first part."""
+        prompt; else the per-template prompt tail of the previous message's role); else the turn's first part.
+        A tool-call block (a diff: its edges may reach into the prompt) may start inside the prompt."""
         self._prompt_found = False
         if not previous_rendered or before >= first:
             return first
         for tail in (self.profile.prompt_tails.get(self.conversation.messages[j - 1]["role"]), None):
             tail = tail if tail is not None else self._prompt_tail(j)  # the prefix render only where needed
-            if tail and before + len(tail) <= first and self.text.startswith(tail, before):
+            if tail and before + len(tail) <= max(first, block_end - 1) and self.text.startswith(tail, before):
                 self._prompt_found = True
                 return before + len(tail)
         return first
@@ -611,8 +619,9 @@ class _TurnLabels:
         elif unblocked and "tool_call" in (left, right):
             pieces = [(start, end, Role.TOOL_CALL)]
         else:
-            pieces = [(a, b, Role.ASSISTANT) for a, b in _complement(start, end, self._empty_think(start, end))]
-            pieces += [(a, b, Role.REASONING) for a, b in self._empty_think(start, end)]
+            empty = self._empty_think(start, end) + self._prompt_opened_think(start, end)
+            pieces = [(a, b, Role.ASSISTANT) for a, b in _complement(start, end, sorted(empty))]
+            pieces += [(a, b, Role.REASONING) for a, b in empty]
         self.regions.extend((a, b, content_key(role, False)) for a, b, role in pieces if b > a)
 
     def _empty_think(self, start: int, end: int) -> list[tuple[int, int]]:
@@ -634,6 +643,20 @@ class _TurnLabels:
                     found.append((at, close + len(closing)))
                 at = self.text.find(opening, close + len(closing), end)
         return sorted(found)
+
+    def _prompt_opened_think(self, start: int, end: int) -> list[tuple[int, int]]:
+        """A think block the generation prompt opens (it ends with ``<think>\n``) and the turn closes with nothing
+        but whitespace before the closing tag: the turn's part of it (whitespace and the closing tag) is
+        reasoning."""
+        if start not in self._turn_starts:
+            return []
+        before = self.text[:start].rstrip()
+        for opening, closing in THINK_TAGS:
+            body = self.text[start:end]
+            at = len(body) - len(body.lstrip())
+            if before.endswith(opening) and body.startswith(closing, at):
+                return [(start, start + at + len(closing))]
+        return []
 
     def _call_tail(self, j: int, last: int) -> int:
         """Where no tool-call block is known (the template cannot render the turn without its calls): the call runs
@@ -732,9 +755,17 @@ class _TurnLabels:
             if at != -1:
                 end = len(self.text[start:at].rstrip()) + start
             if len(owners) == 1 and owners <= calls and end > lead:
-                blocks.setdefault(owners.pop(), []).append((start, end))
+                owner = owners.pop()
+                # nor the turn's end-of-turn token (the special tokens a plain turn ends with), nor what follows it:
+                # the diff may reach into the next message's header where that depends on the calls
+                stops = [p for p in (self.text.find(t, last_call, end) for t in self.finder.special_strings
+                                     if end_of_turn and t in end_of_turn) if p != -1]
+                if stops:
+                    end = len(self.text[start:min(stops)].rstrip()) + start
+                blocks.setdefault(owner, []).append((start, end))
                 self.leads[start] = lead
         return blocks
+
 
 
 def primary_occurrences(occ: Sequence[tuple[int, int, int]], fields: Sequence[TextField]

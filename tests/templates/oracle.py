@@ -63,7 +63,7 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "deepseek_v3_1": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
     "granite3_3": ("<|tool_call|>", None),
     "command_r_plus_tool_use": ("\nAction:", None),  # the newline after the generation prompt opens the call
-    "llama4": ('{"name": ', None),
+    "llama4": ("<|python_start|>", None),  # the call turn opens with <|python_start|>[content]<|python_end|>
     "qwen3_coder": ("<tool_call>", "</tool_call>"),
     "qwen3_next": ("<tool_call>", "</tool_call>"),
     "qwen3_5": ("<tool_call>", "</tool_call>"),
