@@ -262,7 +262,7 @@ class Encoder:
                 if found is not None:
                     raise RecordError("special_token_in_content",
                                       f"message {j} (assistant) tool call {k}: its arguments contain the special "
-                                      f"token {found!r}; pass allow_special_tokens to accept it")
+                                      f"token {found!r}; pass --allow-special-tokens to accept it")
 
     def tokenize(self, prepared: "PreparedBatch") -> list[Any]:
         """Stage 2 (Rust): one batch call of the fast tokenizer, with offsets. Releases the GIL."""
@@ -318,7 +318,7 @@ class Encoder:
             errors[r] = RecordError("special_token_in_content",
                                     f"{Role(int(roles[t])).label} content contains the special token "
                                     f"{convs[r].text[s0:e0]!r} (id {int(batch.ids[t])}, token {local}); "
-                                    "pass allow_special_tokens to accept it")
+                                    "pass --allow-special-tokens to accept it")
 
     def _truncate(self, batch: "_TokenArrays", errors: dict[int, RecordError]) -> tuple[np.ndarray, np.ndarray]:
         """Tokens kept per record (``max_length``, keep_start) and the kept-token mask; truncation=drop rejects."""
@@ -326,8 +326,8 @@ class Encoder:
         if self.max_length is not None:
             if self.truncation == "drop":
                 for r in np.flatnonzero(batch.counts > self.max_length).tolist():
-                    errors.setdefault(r, RecordError("too_long", f"{int(batch.counts[r])} tokens > max_length "
-                                                                 f"{self.max_length} (truncation=drop)"))
+                    errors.setdefault(r, RecordError("too_long", f"{int(batch.counts[r])} tokens > --max-length "
+                                                                 f"{self.max_length} (--truncation drop)"))
             keep_len = np.minimum(batch.counts, self.max_length)
         position = np.arange(batch.ids.size) - np.repeat(batch.starts, batch.counts)
         return keep_len, position < np.repeat(keep_len, batch.counts)
@@ -363,7 +363,7 @@ class Encoder:
         """Truncation that cut the output to nothing is too_long; nothing weighted is no_trainable_tokens."""
         cut = counts["truncated"] & (counts["kept"][:, OUTPUT_MASK].sum(axis=1) == 0)
         for r in np.flatnonzero(cut).tolist():
-            errors.setdefault(r, RecordError("too_long", f"truncation to max_length {self.max_length} cut the "
+            errors.setdefault(r, RecordError("too_long", f"truncation to --max-length {self.max_length} cut the "
                                                          "output to nothing"))
         for r in np.flatnonzero(counts["trainable"] == 0).tolist():
             errors.setdefault(r, RecordError("no_trainable_tokens", "no token has a positive weight under "

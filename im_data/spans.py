@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import RecordError, TemplateError
+from .errors import RecordError, TemplateError, structured_parts, template_hint
 from .messages import REASONING_ALIASES, REASONING_KEY, Conversation, TextField, message_fields, opaque_fields
 from .roles import ROLE_CODES, Role
 from .templates import ChatTemplate
@@ -382,8 +382,8 @@ class SpanFinder:
         hint = ""
         if field is not None and field.path == _CONTENT and field.role == "assistant" and any(
                 tag in field.value for pair in THINK_TAGS for tag in pair):
-            hint = ("; the content holds inline reasoning (a think block): pass split_inline_reasoning "
-                    "(--split-inline-reasoning) to encode it as the message's reasoning")
+            hint = ("; the content holds inline reasoning (a think block): pass --split-inline-reasoning to encode "
+                    "it as the message's reasoning")
         raise TemplateError(f"chat template {self.template.name!r}: the render of {where} differs from the "
                             "template's render of the same conversation shape (the template changes the value, "
                             f"or renders differently depending on it){hint}")
@@ -922,7 +922,8 @@ def _describe(f: TextField, conversation: Conversation) -> str:
 
 def _unrendered(template: ChatTemplate, where: str, field: str) -> RecordError:
     return RecordError("unrendered_field", f"chat template {template.name!r} does not render {where}; pass "
-                                           f"allow_unrendered={field!r} (--allow-unrendered {field}) to accept that")
+                                           f"--allow-unrendered {field} to accept that"
+                                           + template_hint(template.name, structured_parts(fields=[field])))
 
 
 def find_spans(template: ChatTemplate, messages: Sequence[Mapping[str, Any]] | Conversation,
