@@ -238,6 +238,8 @@ REASON_FIXES: dict[str, str | None] = {
     "unrendered_field": "use a chat template that renders the field with --chat-template NAME|FILE (the built-in "
                         "chatml_tools renders tools, tool calls and reasoning), or accept it with "
                         "--allow-unrendered FIELD",
+    "invariant_violation": "use a chat template whose turns label exactly with --chat-template NAME|FILE (the message "
+                           "names the message, field and rule; im-data check-template lists every violation)",
     "special_token_in_content": "accept such content with --allow-special-tokens",
     "too_long": "raise --max-length N, or cut long records with --truncation keep_start",
     "no_trainable_tokens": "choose a policy that trains these records' tokens with --mode or --weights ROLE=W",
