@@ -40,6 +40,17 @@ TRUNCATION_MODES = ("keep_start", "drop")
 IGNORE_INDEX = -100
 
 
+def labels_from_weights(input_ids: Any, loss_weights: Any) -> Any:
+    """The one labels rule: ``input_ids`` where the loss weight is > 0, else :data:`IGNORE_INDEX` (-100).
+
+    Works on numpy arrays (the shards, the TRL plugin's Arrow batches; the result keeps ``input_ids``' integer
+    type) and on torch tensors (the collators; duck-typed, so that this module never imports torch)."""
+    if hasattr(input_ids, "masked_fill"):  # a torch tensor
+        return input_ids.masked_fill(~(loss_weights > 0), IGNORE_INDEX)
+    ids = np.asarray(input_ids)
+    return np.where(np.asarray(loss_weights) > 0, ids, IGNORE_INDEX).astype(ids.dtype, copy=False)
+
+
 @dataclasses.dataclass
 class EncodedExample:
     """One encoded record. Arrays are aligned token for token (no shift)."""
@@ -59,7 +70,7 @@ class EncodedExample:
 
     @property
     def labels(self) -> np.ndarray:
-        return np.where(self.loss_weights > 0, self.input_ids, IGNORE_INDEX).astype(np.int32)
+        return labels_from_weights(self.input_ids, self.loss_weights).astype(np.int32, copy=False)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
