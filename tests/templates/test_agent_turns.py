@@ -145,11 +145,23 @@ def test_kimi_k2_thinking_drops_the_final_turns_reasoning():
 
 
 # -- defect 5: inline reasoning in Qwen3 content ------------------------------------------------------------------
-def test_qwen3_inline_reasoning_names_the_assistant_and_the_flag():
-    err = encode("qwen3", INLINE)
+@pytest.mark.parametrize("family", ["qwen3", "qwen3_5", "qwen3_next"])
+def test_inline_reasoning_reject_names_the_assistant_and_the_flag(family):
+    """Qwen3 / Qwen3.5 / Qwen3-Next render a ``<think>`` block in content differently: the reject blames the
+    assistant's content (not message 0) and names the flag that encodes it, and the flag does encode it."""
+    err = encode(family, INLINE)
     assert isinstance(err, RecordError) and err.reason == "template_error"
-    assert "message 1 (assistant) field 'content'" in err.message
+    assert "message 1 (assistant) field 'content'" in err.message and "message 0" not in err.message
     assert "--split-inline-reasoning" in err.message
+    split = runs(family, INLINE, format_options=FormatOptions(split_inline_reasoning=True))
+    if family == "qwen3":
+        assert split[1:3] == [("<|im_end|>\n<|im_start|>assistant\n", T), ("<think>\nAdd.\n</think>", R)]
+    else:  # their generation prompt opens the think block itself: it is template (docs/DESIGN.md)
+        assert split[1:3] == [("<|im_end|>\n<|im_start|>assistant\n<think>\n", T), ("Add.\n</think>", R)]
+    assert split[3:] == [("\n\n4", A), ("<|im_end|>", E), ("\n", T)]
+
+
+def test_qwen3_inline_reasoning_split_token_by_token():
     assert runs("qwen3", INLINE, format_options=FormatOptions(split_inline_reasoning=True))[1:] == [
         ("<|im_end|>\n<|im_start|>assistant\n", T), ("<think>\nAdd.\n</think>", R), ("\n\n4", A),
         ("<|im_end|>", E), ("\n", T)]
