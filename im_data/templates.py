@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import RecordError, TemplateError
+from .errors import RecordError, TemplateError, structured_parts, template_hint
 
 #: Seconds one render may take (the environment variable ``IM_DATA_TEMPLATE_TIMEOUT_S`` overrides it).
 RENDER_TIMEOUT_S = 10.0
@@ -337,7 +337,8 @@ class ChatTemplate:
             raise
         except Exception as exc:  # jinja2 TemplateError, raise_exception(), TypeError on bad content ...
             raise TemplateError(f"chat template {self.name!r} failed to render {len(messages)} message(s): "
-                                f"{type(exc).__name__}: {exc}") from None
+                                f"{type(exc).__name__}: {exc}"
+                                + template_hint(self.name, structured_parts(messages, tools))) from None
         finally:
             _watchdog().disarm(tid, entry)
             _LIMIT.chars = None

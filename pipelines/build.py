@@ -116,13 +116,12 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
     records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
     encoded = records | "EncodeExamples" >> EncodeExamples(config)
-    progress = config.progress_dir
-    rows = report_progress(encoded.rows, progress, "rows", "ProgressRows")
-    shards = report_progress(rows | "WriteShards" >> WriteShards(config), progress, "merged", "ProgressMerged")
+    progress = config.progress_dir  # records, tokens and rejects are reported by EncodeExamples itself
+    shards = report_progress(encoded.rows | "WriteShards" >> WriteShards(config), progress, "merged",
+                             "ProgressMerged")
     stats = report_progress(encoded.stats | "ComputeStats" >> ComputeStats(), progress, "encode_done",
                             "ProgressEncoded")
-    rejects = report_progress(encoded.rejects, progress, "rejects", "ProgressRejects")
-    reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
+    reject_files = encoded.rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
     for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", encoded.rejects)):
         _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)
