@@ -18,13 +18,10 @@ import importlib
 import logging
 import sys
 
-from .options import DropNoise, UsageError
+from .options import NOISY_LOGGERS, DropNoise, UsageError
 
 SUBCOMMAND_MODULES = ("pipelines.prepare", "pipelines.audit", "pipelines.inspect_cmd", "pipelines.check_template_cmd")
 GLOBAL_FLAGS = {"--debug": "debug", "--verbose": "verbose", "-v": "verbose"}
-# loggers whose INFO/WARNING chatter is hidden unless -v
-NOISY_LOGGERS = ("apache_beam", "distributed", "dask", "datasets", "fsspec", "urllib3", "filelock",
-                 "huggingface_hub")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -34,10 +31,10 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, debug: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(DropNoise())
+    handler.addFilter(DropNoise(quiet_errors=not (verbose or debug)))
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(handler)
@@ -165,7 +162,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv, flags = _global_flags(list(sys.argv[1:] if argv is None else argv))
-    setup_logging(flags["verbose"])
+    setup_logging(flags["verbose"], flags["debug"])
     prog = "im-data"
     try:
         parser = build_parser()

@@ -26,7 +26,7 @@ from im_data.dataset import FORMATS as SHARD_FILE_FORMATS
 from im_data.encode import DEFAULT_TRUNCATION, TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
-from im_data.limits import DEFAULT_MAX_RECORD_BYTES
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES, MAX_LENGTH_LIMIT
 from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
 from im_data.roles import ROLE_LABELS, roles_on_side
 from im_data.templates import ChatTemplate
@@ -42,17 +42,30 @@ DEFAULT_RUN_BUFFER_BYTES = 16 << 20       # rows buffered per worker before a ru
 DEFAULT_SPLIT_BYTES = 16 << 20            # target size of one read split of a plain JSONL file
 DEFAULT_MERGE_CHUNK_ROWS = 1024           # rows per record batch / row group of the final shards
 DEFAULT_SCATTER_SAMPLE = 20_000
+MAX_NUM_SHARDS = 10_000  # every shard is a file, written even when empty
 
 
 class UsageError(RuntimeError):
     """A user error found before any work starts: one line on stderr naming the fix, exit status 2."""
 
 
+# loggers whose INFO/WARNING chatter is hidden unless -v
+NOISY_LOGGERS = ("apache_beam", "distributed", "dask", "datasets", "fsspec", "urllib3", "filelock",
+                 "huggingface_hub")
+
+
 class DropNoise(logging.Filter):
-    """Drops Beam's import-time chatter (``apitools not found``) from a log: the CLI's handler and, through
-    :mod:`pipelines.dask_logs`, each Dask worker's root logger."""
+    """Drops known chatter (Beam's ``apitools not found``); without -v/--debug also the errors other libraries log
+    while a run fails (Beam logs each failed bundle with its traceback): the failure itself ends the command with
+    one line. Used by the CLI's handler and, through :mod:`pipelines.dask_logs`, each Dask worker's root logger."""
+
+    def __init__(self, quiet_errors: bool = True):
+        super().__init__()
+        self.quiet_errors = quiet_errors
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.quiet_errors and record.name.split(".")[0] in NOISY_LOGGERS:
+            return False
         return "apitools not found" not in record.getMessage()
 
 
@@ -99,8 +112,8 @@ class EncoderOptions:
                             f"got {type(self.format_options).__name__}")
         if self.truncation not in TRUNCATION_MODES:
             raise ValueError(f"--truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"--max-length must be >= 2, got {self.max_length}")
+        if self.max_length is not None and not 2 <= self.max_length <= MAX_LENGTH_LIMIT:
+            raise ValueError(f"--max-length must be between 2 and {MAX_LENGTH_LIMIT}, got {self.max_length}")
 
     def load_tokenizer(self):
         from im_data import load_tokenizer
@@ -199,8 +212,8 @@ class PrepareSpec:
             raise ValueError(f"--max-record-bytes must be >= 1, got {self.max_record_bytes}")
         if self.format not in SHARD_FORMATS:
             raise ValueError(f"--format must be one of {', '.join(SHARD_FORMATS)}, got {self.format!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if not 1 <= self.num_shards <= MAX_NUM_SHARDS:
+            raise ValueError(f"--num-shards must be between 1 and {MAX_NUM_SHARDS}, got {self.num_shards}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("run_buffer_bytes", "split_bytes", "merge_chunk_rows"):

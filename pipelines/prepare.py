@@ -101,7 +101,7 @@ def plan(spec: PrepareSpec):
     from im_data import storage
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
-    from .manifest import OutputError, check_output_dir
+    from .manifest import OutputError, check_output_dir, resolve_output
     from .read import InputError, expand_inputs
 
     if not spec.output:
@@ -111,12 +111,12 @@ def plan(spec: PrepareSpec):
         sources = expand_inputs(list(spec.inputs) or [str(SAMPLE_DATA)])
         if not spec.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
-        check_output_dir(spec.output, spec.overwrite, [s.path for s in sources if s.kind != "hub"])
+        output = resolve_output(spec.output)  # a symbolic link: its target; a dangling one: refused
+        check_output_dir(output, spec.overwrite, [s.path for s in sources if s.kind != "hub"])
         tok = spec.encoder.load_tokenizer()
         encoder_options = spec.encoder.resolved(tok)
         encoder = encoder_options.build(tok)
-        resolved = dataclasses.replace(spec, sources=sources, encoder=encoder_options,
-                                       output=storage.normalize(spec.output))
+        resolved = dataclasses.replace(spec, sources=sources, encoder=encoder_options, output=output)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
@@ -181,6 +181,7 @@ def prepare(spec: PrepareSpec, pipeline_options: Any = None, *, progress=None) -
         if progress is not None:
             progress.phase(f"publishing to {spec.output}")
         warn_reject_rate(manifest.counts, storage.join(spec.output, REJECTS_DIR))
+        warn_read_errors(manifest.counts, storage.join(spec.output, REJECTS_DIR))
         card = render_card(manifest, summary["stats"], location=spec.output)
         try:
             publish(work_dir, spec.output, manifest, summary["stats"], card, spec.overwrite)
@@ -188,7 +189,11 @@ def prepare(spec: PrepareSpec, pipeline_options: Any = None, *, progress=None) -
             raise usage_error(exc) from None
     except BaseException:
         if not keep:
-            storage.remove_tree(work_dir)
+            try:
+                storage.remove_tree(work_dir)
+            except Exception as exc:  # noqa: BLE001 - the run's own error matters; the next run removes it
+                LOG.warning("could not remove the run folder %s (%s); the next run removes it", work_dir,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
     return _result(manifest.to_dict(), summary["stats"], spec.output, start, pipeline_s)
 
@@ -241,6 +246,8 @@ REASON_FIXES: dict[str, str | None] = {
     "unrendered_field": "use a chat template that renders the field with --chat-template NAME|FILE (the built-in "
                         "chatml_tools renders tools, tool calls and reasoning), or accept it with "
                         "--allow-unrendered FIELD",
+    "invariant_violation": "use a chat template whose turns label exactly with --chat-template NAME|FILE (the message "
+                           "names the message, field and rule; im-data check-template lists every violation)",
     "special_token_in_content": "accept such content with --allow-special-tokens",
     "too_long": "raise --max-length N, or cut long records with --truncation keep_start",
     "no_trainable_tokens": "choose a policy that trains these records' tokens with --mode or --weights ROLE=W",
@@ -290,6 +297,15 @@ def warn_reject_rate(counts, rejects: str) -> None:
     if counts.reject_rate > REJECT_WARNING_RATE:
         LOG.warning("%s of %s records were rejected (%.1f %%): see %s (--max-reject-rate R makes this an error)",
                     f"{counts.rejected:,}", f"{counts.read:,}", 100 * counts.reject_rate, rejects)
+
+
+def warn_read_errors(counts, rejects: str) -> None:
+    """Inputs that could not be read completely (unreadable, corrupt, shrunk or deleted while read) are
+    ``read_error`` rejects; say so even when the reject rate is low."""
+    n = counts.rejected_by_reason.get("read_error", 0)
+    if n:
+        LOG.warning("%s read_error reject(s): part of the input could not be read (unreadable, corrupt, or changed "
+                    "while being read); see %s", f"{n:,}", rejects)
 
 
 def describe_policy(policy: dict[str, Any]) -> str:
