@@ -65,6 +65,8 @@ def _made_section(m: Manifest) -> str:
             ["max length", _fmt(m.max_length) + ("" if m.max_length is None else f" (truncation `{m.truncation}`)")],
             ["special tokens in content", "allowed" if m.allow_special_tokens else "rejected"],
             ["shard format", f"{m.format}, {len(m.shards)} file(s)"],
+            *([["packing", f"best-fit decreasing into rows of {m.pack_length:,} tokens (`seq_lengths`)"]]
+              if m.pack_length else []),
             ["made by", f"im-data {m.package_version}, {m.created_at}"]]
     weights = _table(["role", *ROLE_LABELS], [["loss weight", *[_fmt(m.policy.get(r), 2) for r in ROLE_LABELS]]])
     return "## How this data was made\n\n" + _table(["", ""], rows) + "\n\nPer-token loss weight by role:\n\n" + weights
@@ -100,7 +102,14 @@ def _lengths_section(stats: Mapping[str, Any]) -> str:
     q = stats.get("ratio_quantiles") or {}
     ratio_rows = [["dataset ratio (Σ instruction / Σ output)", _fmt(stats.get("dataset_ratio"), 4)]]
     ratio_rows += [[f"per-example ratio {k}", _fmt(q.get(k), 4)] for k in ("p05", "p25", "p50", "p75", "p95")]
-    return out + "\n\n" + _table(["length ratio", "value"], ratio_rows)
+    out += "\n\n" + _table(["length ratio", "value"], ratio_rows)
+    packing = stats.get("packing")
+    if packing:
+        out += ("\n\n" + _table(["packing", "value"], [
+            ["pack length", _fmt(packing["pack_length"])], ["packed rows", _fmt(packing["rows"])],
+            ["documents", _fmt(packing["documents"])], ["tokens", _fmt(packing["tokens"])],
+            ["efficiency (tokens / (rows × pack length))", _fmt(packing["efficiency"], 4)]]))
+    return out
 
 
 def _recommendation_section(stats: Mapping[str, Any]) -> str:

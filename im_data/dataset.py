@@ -235,6 +235,7 @@ class Manifest:
     allow_unrendered: tuple[str, ...] = ()
     split_inline_reasoning: bool = False
     eval_fraction: float = 0.0
+    pack_length: int | None = None            # --pack-length: rows are packed (im_data.packing.PACKED_SCHEMA)
     stats: str = STATS_FILE
     card: str | None = CARD_FILE
     package_version: str = ""
@@ -298,6 +299,7 @@ class Manifest:
                 allow_unrendered=tuple(str(f) for f in d.get("allow_unrendered") or ()),
                 split_inline_reasoning=bool(d.get("split_inline_reasoning", False)),
                 eval_fraction=float(d.get("eval_fraction", 0.0)),
+                pack_length=d.get("pack_length"),
                 stats=_check_rel_path(d.get("stats", STATS_FILE), w),
                 card=d.get("card"),
                 package_version=str(d.get("package_version", "")),
@@ -333,6 +335,7 @@ class Manifest:
             "weight_mass_per_role": dict(self.weight_mass_per_role),
             "dataset_ratio": self.dataset_ratio,
             "eval_fraction": self.eval_fraction,
+            "pack_length": self.pack_length,
             "stats": self.stats,
             "card": self.card,
             "shards": [s.to_dict() for s in self.shards],

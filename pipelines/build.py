@@ -18,6 +18,7 @@ from im_data import storage
 
 from .config import PrepareConfig
 from .encode import EncodeExamples
+from .pack import PackShards
 from .progress import report_progress
 from .read import ReadExamples
 from .rejects import WriteRejects
@@ -118,7 +119,10 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     encoded = records | "EncodeExamples" >> EncodeExamples(config)
     progress = config.progress_dir
     rows = report_progress(encoded.rows, progress, "rows", "ProgressRows")
-    shards = report_progress(rows | "WriteShards" >> WriteShards(config), progress, "merged", "ProgressMerged")
+    shards = rows | "WriteShards" >> WriteShards(config)
+    if config.pack_length:
+        shards = shards | "PackShards" >> PackShards(config)
+    shards = report_progress(shards, progress, "merged", "ProgressMerged")
     stats = report_progress(encoded.stats | "ComputeStats" >> ComputeStats(), progress, "encode_done",
                             "ProgressEncoded")
     rejects = report_progress(encoded.rejects, progress, "rejects", "ProgressRejects")

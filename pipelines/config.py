@@ -37,6 +37,7 @@ class PrepareConfig:
     eval_fraction: float = 0.0                # share of examples in the evaluation split (by example_id)
     eval_split: str = "test"                  # the evaluation split's name
     progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
+    pack_length: int | None = None            # --pack-length: pack each shard into rows of this many tokens
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

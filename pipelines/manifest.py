@@ -36,6 +36,8 @@ from im_data.dataset import (CARD_FILE, MANIFEST_FILE, STATS_FILE, Column, Count
                              rejects_to_record_batch)
 
 from .build import SUMMARY_FILE
+from im_data.packing import PACKED_SCHEMA
+
 from .write import RUNS_DIR, SCHEMA
 
 LOG = logging.getLogger("im_data.prepare")
@@ -212,12 +214,13 @@ def read_summary(work_dir: str) -> dict[str, Any]:
 
 
 def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tokenizer_name: str | None,
-                   fmt: str, inputs: list[str], package_version: str, eval_fraction: float = 0.0) -> Manifest:
+                   fmt: str, inputs: list[str], package_version: str, eval_fraction: float = 0.0,
+                   pack_length: int | None = None) -> Manifest:
     stats = summary["stats"]
     rejects = tuple(RejectFile(r["reason"], r["path"], int(r["count"]), r.get("table")) for r in summary["rejects"])
     shards = tuple(ShardInfo(s["path"], int(s["num_rows"]), s["sha256"], s.get("split", "train"))
                    for s in summary["shards"])
-    written = sum(s.num_rows for s in shards)
+    written = sum(int(s.get("documents", s["num_rows"])) for s in summary["shards"])  # examples, packed or not
     by_reason = {r.reason: r.count for r in rejects}
     counts = Counts(read=int(summary["read"]), written=written, rejected=sum(by_reason.values()),
                     rejected_by_reason=by_reason, truncated=int(stats["truncated"]))
@@ -236,7 +239,8 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         policy_fingerprint=encoder_meta["policy_fingerprint"],
         role_codes=encoder_meta["role_codes"],
         format=fmt,
-        columns=tuple(Column(f.name, str(f.type)) for f in SCHEMA),
+        columns=tuple(Column(f.name, str(f.type)) for f in (PACKED_SCHEMA if pack_length else SCHEMA)),
+        pack_length=pack_length,
         counts=counts,
         shards=shards,
         rejects=rejects,

@@ -155,9 +155,12 @@ class PrepareOptions:
     eval_split: str = "test"            # its name
     max_reject_rate: float = 1.0        # fail (exit 3, nothing published) above this share of rejected records
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
+    pack_length: int | None = None      # pack each shard into rows of this many tokens (best-fit decreasing)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.pack_length is not None and self.pack_length < 2:
+            raise ValueError(f"--pack-length must be >= 2, got {self.pack_length}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == "train":

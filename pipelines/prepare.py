@@ -60,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-record-bytes", type=parse_size, default=DEFAULT_MAX_RECORD_BYTES, metavar="SIZE",
                    help="reject a raw record (a line, an array element) larger than this as too_large, while reading "
                         "and before parsing; e.g. 4096, 64K, 16M (default: 16M)")
+    p.add_argument("--pack-length", type=int, default=None, metavar="N",
+                   help="pack each shard's examples into rows of at most N tokens (best-fit decreasing, as TRL's "
+                        "bfd packing), with TRL's seq_lengths column; longer examples follow --truncation "
+                        "(default: no packing)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
@@ -82,7 +86,7 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
                               num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
                               runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
                               eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
-                              max_record_bytes=args.max_record_bytes)
+                              max_record_bytes=args.max_record_bytes, pack_length=args.pack_length)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -107,18 +111,26 @@ def plan(options: PrepareOptions):
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
         check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
         tok = options.encoder.load_tokenizer()
-        encoder_options = options.encoder.resolved(tok)
+        encoder_options = _packing_limit(options.encoder, options.pack_length).resolved(tok)
         encoder = encoder_options.build(tok)
         config = PrepareConfig(sources=sources, work_dir="", output_dir=storage.normalize(options.output),
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
                                batch_size=options.batch_size, eval_fraction=options.eval_fraction,
-                               eval_split=options.eval_split, max_record_bytes=options.max_record_bytes)
+                               eval_split=options.eval_split, max_record_bytes=options.max_record_bytes,
+                               pack_length=options.pack_length)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
 
     remember_encoder(encoder_options, encoder)  # the in-process runner's workers reuse it
     return config, encoder.metadata()
+
+
+def _packing_limit(encoder, pack_length: int | None):
+    """With ``--pack-length N`` an example longer than N follows ``--truncation``: max length min(N, --max-length)."""
+    if pack_length is None or (encoder.max_length is not None and encoder.max_length <= pack_length):
+        return encoder
+    return dataclasses.replace(encoder, max_length=pack_length)
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -163,9 +175,15 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
         summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
+        if stage_config.pack_length:
+            from .pack import packing_stats
+            from .write import UNPACKED_DIR
+
+            summary["stats"]["packing"] = packing_stats(summary["shards"], stage_config.pack_length)
+            storage.remove_tree(storage.join(work_dir, UNPACKED_DIR))  # emptied folders of the packed shards
         manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
                                   inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__,
-                                  eval_fraction=stage_config.eval_fraction)
+                                  eval_fraction=stage_config.eval_fraction, pack_length=stage_config.pack_length)
         result = _result(manifest.to_dict(), summary["stats"], stage_config.output_dir, start, pipeline_s)
         problem = reject_rate_problem(manifest.counts, options.max_reject_rate)
         if problem:

@@ -38,7 +38,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from im_data import storage
 from im_data.dataset import eval_split_of, shard_path
-from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
+from im_data.shards import SHARD_SCHEMA
 
 from .config import PrepareConfig
 
@@ -47,6 +47,7 @@ ORDER_COLUMN = "_order"
 ROW_SCHEMA = SHARD_SCHEMA.append(pa.field(ORDER_COLUMN, pa.int64()))  # rows inside the pipeline and in runs
 INDEX_BITS = 40  # record index within one input: up to 2**40 records; input position: up to 2**23 inputs
 RUNS_DIR = "_runs"
+UNPACKED_DIR = "_unpacked"  # with --pack-length: the merged shards before packing (pipelines/pack.py)
 
 
 def shard_of(example_id: str, num_shards: int) -> int:
@@ -228,9 +229,9 @@ class _ShardWriter:
     """Writes one shard in record batches of exactly ``chunk_rows`` rows (the last one shorter), whatever the
     slices it is given: so the bytes depend only on the rows. ``sha256`` is known after :meth:`close`."""
 
-    def __init__(self, path: str, fmt: str, chunk_rows: int):
+    def __init__(self, path: str, fmt: str, chunk_rows: int, schema: pa.Schema = SCHEMA):
         _parent_dir(path)
-        self.fmt, self.chunk_rows, self.rows = fmt, chunk_rows, 0
+        self.fmt, self.chunk_rows, self.rows, self.schema = fmt, chunk_rows, 0, schema
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.sink = _HashingSink(storage.open_file(path, "wb"))
@@ -238,9 +239,9 @@ class _ShardWriter:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self.writer = pq.ParquetWriter(self.stream, SCHEMA, compression="zstd")
+            self.writer = pq.ParquetWriter(self.stream, schema, compression="zstd")
         else:
-            self.writer = pa.ipc.new_stream(self.stream, SCHEMA)
+            self.writer = pa.ipc.new_stream(self.stream, schema)
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Rows (with or without ``_order``) to append, in order."""
@@ -255,7 +256,7 @@ class _ShardWriter:
     def _write_pending(self) -> None:
         # concat_batches always copies into fresh, tight buffers: a slice of a larger record batch would
         # otherwise carry its parent's buffer lengths into the file, and the bytes would depend on the runs
-        batch = pa.concat_batches([piece.select(COLUMN_ORDER) for piece in self.pending])
+        batch = pa.concat_batches([piece.select(self.schema.names) for piece in self.pending])
         self.pending, self.pending_rows = [], 0
         self.rows += batch.num_rows
         self._write(batch)
@@ -270,7 +271,7 @@ class _ShardWriter:
         if self.pending:
             self._write_pending()
         if self.rows == 0:
-            self._write(pa.RecordBatch.from_pylist([], schema=SCHEMA))
+            self._write(pa.RecordBatch.from_pylist([], schema=self.schema))
         self.writer.close()
         self.stream.close()
         self.sink.close()
@@ -316,6 +317,7 @@ class _MergeShardFn(beam.DoFn):
         cfg = self.config
         runs = sorted((r for r in runs if r), key=lambda r: (r["first"], r["path"]))
         rel, split = shard_name(shard, cfg)
+        rel = f"{UNPACKED_DIR}/{rel}" if cfg.pack_length else rel  # pipelines.pack packs it into rel
         path = storage.join(cfg.work_dir, rel)
         num_rows, sha256 = merge_runs([storage.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
                                       cfg.merge_chunk_rows)
