@@ -91,6 +91,16 @@ def _counts_section(m: Manifest) -> str:
     return out
 
 
+def _sources_section(stats: Mapping[str, Any]) -> str:
+    sources = stats.get("sources") or {}
+    if len(sources) < 1:
+        return ""
+    rows = [[f"`{label}`", _fmt(s["read"]), _fmt(s["written"]), _fmt(s["rejected"]),
+             ", ".join(f"{r} {_fmt(n)}" for r, n in s["rejected_by_reason"].items()) or "none"]
+            for label, s in sources.items()]
+    return "## Sources\n\n" + _table(["source", "read", "written", "rejected", "rejected by reason"], rows)
+
+
 def _lengths_section(stats: Mapping[str, Any]) -> str:
     rows = []
     for key, label in (("instruction_tokens", "instruction tokens"), ("output_tokens", "output tokens"),
@@ -155,6 +165,7 @@ def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | No
     intro = (f"# {name}\n\nTokenized conversations with per-token loss weights (`loss_weights`) and token roles "
              f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {manifest.splits.get(TRAIN_SPLIT, 0):,} "
              "examples. `manifest.json` (written last) lists every file with its sha256.")
-    sections = [intro, _made_section(manifest), _counts_section(manifest), _lengths_section(stats),
+    sections = [intro, _made_section(manifest), _counts_section(manifest), _sources_section(stats),
+                _lengths_section(stats),
                 _recommendation_section(stats), _train_section(manifest, where), _columns_section(manifest)]
-    return f"---\n{header}---\n\n" + "\n\n".join(sections) + "\n"
+    return f"---\n{header}---\n\n" + "\n\n".join(s for s in sections if s) + "\n"

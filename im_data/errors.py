@@ -25,6 +25,8 @@ REASONS: dict[str, str] = {
     "no_trainable_tokens": "no token has a positive loss weight",
     "read_error": "the input could not be read (missing, unreadable or corrupt file)",
     "too_large": "the raw record is larger than max_record_bytes (checked while reading, before parsing)",
+    "duplicate": "with --dedup exact: the same conversation (after format conversion, whitespace normalised) as an "
+                 "earlier record in input order, whose example_id the message names",
     "internal_error": "an unexpected exception while processing this record (its type and message are given)",
 }
 

@@ -18,7 +18,9 @@ from im_data import storage
 
 from .config import PrepareConfig
 from .encode import EncodeExamples
+from .dedup import DedupExact
 from .pack import PackShards
+from .sources import CountBySource
 from .progress import report_progress
 from .read import ReadExamples
 from .rejects import WriteRejects
@@ -30,7 +32,7 @@ SUMMARY_FILE = "_summary.json"
 
 def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str, Any]:
     """Gather the side branches' single results into one dict (the launcher turns it into the manifest)."""
-    out: dict[str, Any] = {"read": 0, "stats": None, "shards": [], "rejects": []}
+    out: dict[str, Any] = {"read": 0, "stats": None, "shards": [], "rejects": [], "sources": {}}
     for kind, value in items:
         if kind == "read":
             out["read"] += int(value)
@@ -40,6 +42,8 @@ def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str,
             out["shards"].append(value)
         elif kind == "rejects":
             out["rejects"].append(value)
+        elif kind == "sources":
+            out["sources"] = value
     out["shards"].sort(key=lambda s: s["shard"])
     out["rejects"].sort(key=lambda r: r["reason"])
     if out["stats"] is None:
@@ -116,7 +120,15 @@ def _tag(kind: str):
 def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PCollection]:
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
     records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
-    encoded = records | "EncodeExamples" >> EncodeExamples(config)
+    to_encode, dropped = records, []
+    if config.dedup:
+        deduped = records | "DedupExact" >> DedupExact(config)
+        to_encode, dropped = deduped["records"], [deduped["rejects"]]
+    encoded = to_encode | "EncodeExamples" >> EncodeExamples(config)
+    all_rejects = encoded.rejects
+    if dropped:
+        all_rejects = ([*dropped, encoded.rejects]
+                       | "AllRejects" >> beam.Flatten().with_output_types(dict[str, Any]))
     progress = config.progress_dir
     rows = report_progress(encoded.rows, progress, "rows", "ProgressRows")
     shards = rows | "WriteShards" >> WriteShards(config)
@@ -125,17 +137,19 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     shards = report_progress(shards, progress, "merged", "ProgressMerged")
     stats = report_progress(encoded.stats | "ComputeStats" >> ComputeStats(), progress, "encode_done",
                             "ProgressEncoded")
-    rejects = report_progress(encoded.rejects, progress, "rejects", "ProgressRejects")
+    rejects = report_progress(all_rejects, progress, "rejects", "ProgressRejects")
     reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
-    for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", encoded.rejects)):
+    by_source = (records, all_rejects) | "CountBySource" >> CountBySource()
+    for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", all_rejects)):
         _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)
     summary = ([shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
                 stats | "TagStats" >> beam.Map(_tag("stats")).with_output_types(tuple[str, Any]),
                 reject_files | "TagRejects" >> beam.Map(_tag("rejects")).with_output_types(tuple[str, Any]),
-                read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any])]
+                read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any]),
+                by_source | "TagSources" >> beam.Map(_tag("sources")).with_output_types(tuple[str, Any])]
                | "AllResults" >> beam.Flatten().with_output_types(tuple[str, Any])
                | "Summarize" >> Summarize(config))
-    return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": encoded.rejects,
+    return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": all_rejects,
             "shards": shards, "stats": stats, "reject_files": reject_files, "read_count": read_count,
             "summary": summary}

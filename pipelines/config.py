@@ -38,6 +38,7 @@ class PrepareConfig:
     eval_split: str = "test"                  # the evaluation split's name
     progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
     pack_length: int | None = None            # --pack-length: pack each shard into rows of this many tokens
+    dedup: str | None = None                  # --dedup exact: reject later copies of a conversation (duplicate)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

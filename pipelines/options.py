@@ -156,9 +156,12 @@ class PrepareOptions:
     max_reject_rate: float = 1.0        # fail (exit 3, nothing published) above this share of rejected records
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
     pack_length: int | None = None      # pack each shard into rows of this many tokens (best-fit decreasing)
+    dedup: str | None = None            # "exact": later copies of a normalised conversation are rejected duplicate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.dedup not in (None, "exact"):
+            raise ValueError(f"--dedup must be exact, got {self.dedup!r}")
         if self.pack_length is not None and self.pack_length < 2:
             raise ValueError(f"--pack-length must be >= 2, got {self.pack_length}")
         if not 0.0 <= self.eval_fraction < 1.0:

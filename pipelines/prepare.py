@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pack each shard's examples into rows of at most N tokens (best-fit decreasing, as TRL's "
                         "bfd packing), with TRL's seq_lengths column; longer examples follow --truncation "
                         "(default: no packing)")
+    p.add_argument("--dedup", choices=("exact",), default=None,
+                   help="exact: reject a record whose conversation (after format conversion, whitespace normalised) "
+                        "equals an earlier one in input order, as duplicate naming the example kept (default: off)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
@@ -86,7 +89,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
                               num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
                               runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
                               eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
-                              max_record_bytes=args.max_record_bytes, pack_length=args.pack_length)
+                              max_record_bytes=args.max_record_bytes, pack_length=args.pack_length,
+                              dedup=args.dedup)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -117,7 +121,7 @@ def plan(options: PrepareOptions):
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
                                batch_size=options.batch_size, eval_fraction=options.eval_fraction,
                                eval_split=options.eval_split, max_record_bytes=options.max_record_bytes,
-                               pack_length=options.pack_length)
+                               pack_length=options.pack_length, dedup=options.dedup)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
@@ -131,6 +135,20 @@ def _packing_limit(encoder, pack_length: int | None):
     if pack_length is None or (encoder.max_length is not None and encoder.max_length <= pack_length):
         return encoder
     return dataclasses.replace(encoder, max_length=pack_length)
+
+
+def source_accounting(summary: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """``stats.json`` ``sources``: read / written / rejected by reason per input source; their sums must be the
+    run's own counts (read, rejected by reason, rows written)."""
+    from .sources import source_table
+
+    table = source_table(summary.get("sources") or {}, labels)
+    read = sum(s["read"] for s in table.values())
+    rejected = sum(s["rejected"] for s in table.values())
+    if read != summary["read"] or rejected != sum(int(r["count"]) for r in summary["rejects"]):
+        raise RuntimeError(f"per-source counts ({read} read, {rejected} rejected) differ from the run's; "
+                           "nothing is published")
+    return table
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -175,6 +193,7 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
         summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
+        summary["stats"]["sources"] = source_accounting(summary, [s.label for s in stage_config.sources])
         if stage_config.pack_length:
             from .pack import packing_stats
             from .write import UNPACKED_DIR
