@@ -95,10 +95,25 @@ def _sources_section(stats: Mapping[str, Any]) -> str:
     sources = stats.get("sources") or {}
     if len(sources) < 1:
         return ""
-    rows = [[f"`{label}`", _fmt(s["read"]), _fmt(s["written"]), _fmt(s["rejected"]),
-             ", ".join(f"{r} {_fmt(n)}" for r, n in s["rejected_by_reason"].items()) or "none"]
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    def rec(s):
+        r = s.get("recommendation")
+        return "n/a" if not r else r["summary"]
+
+    rows = [[f"`{label}`", "all" if s.get("ratio") is None else f"@{s['ratio']:g}", _fmt(s.get("available")),
+             _fmt(s["read"]), _fmt(s["written"]), _fmt(s["rejected"]),
+             ", ".join(f"{r} {_fmt(n)}" for r, n in s["rejected_by_reason"].items()) or "none",
+             pct(s.get("share")), _fmt(s.get("tokens")), pct(s.get("token_share")), _fmt(s.get("dataset_ratio"), 4),
+             rec(s)]
             for label, s in sources.items()]
-    return "## Sources\n\n" + _table(["source", "read", "written", "rejected", "rejected by reason"], rows)
+    out = "## Sources\n\n" + _table(["source", "ratio", "available", "read", "written", "rejected",
+                                       "rejected by reason", "share", "tokens", "token share", "length ratio",
+                                       "recommendation"], rows)
+    return out + ("\n\n`available`: records in the source; `read`: records the mixture took (`INPUT@R`: a fraction "
+                  "R <= 1 or a count R > 1, repeats included); `read = written + rejected` for each source; "
+                  "`share`: the realised share of the examples written.")
 
 
 def _lengths_section(stats: Mapping[str, Any]) -> str:

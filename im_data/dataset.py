@@ -236,6 +236,7 @@ class Manifest:
     split_inline_reasoning: bool = False
     eval_fraction: float = 0.0
     pack_length: int | None = None            # --pack-length: rows are packed (im_data.packing.PACKED_SCHEMA)
+    sources: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # per-source counts (stats.json sources)
     stats: str = STATS_FILE
     card: str | None = CARD_FILE
     package_version: str = ""
@@ -300,6 +301,7 @@ class Manifest:
                 split_inline_reasoning=bool(d.get("split_inline_reasoning", False)),
                 eval_fraction=float(d.get("eval_fraction", 0.0)),
                 pack_length=d.get("pack_length"),
+                sources=dict(d.get("sources") or {}),
                 stats=_check_rel_path(d.get("stats", STATS_FILE), w),
                 card=d.get("card"),
                 package_version=str(d.get("package_version", "")),
@@ -336,6 +338,7 @@ class Manifest:
             "dataset_ratio": self.dataset_ratio,
             "eval_fraction": self.eval_fraction,
             "pack_length": self.pack_length,
+            "sources": dict(self.sources),
             "stats": self.stats,
             "card": self.card,
             "shards": [s.to_dict() for s in self.shards],

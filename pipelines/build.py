@@ -17,10 +17,11 @@ import apache_beam as beam
 from im_data import storage
 
 from .config import PrepareConfig
-from .encode import EncodeExamples
+from .encode import SOURCE_STATS, EncodeExamples
 from .dedup import DedupExact
 from .pack import PackShards
-from .sources import CountBySource
+from .mixture import SampleMixture
+from .sources import CountBySource, SourceStats
 from .progress import report_progress
 from .read import ReadExamples
 from .rejects import WriteRejects
@@ -42,8 +43,8 @@ def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str,
             out["shards"].append(value)
         elif kind == "rejects":
             out["rejects"].append(value)
-        elif kind == "sources":
-            out["sources"] = value
+        elif kind in ("sources", "source_stats"):
+            out[kind] = value
     out["shards"].sort(key=lambda s: s["shard"])
     out["rejects"].sort(key=lambda r: r["reason"])
     if out["stats"] is None:
@@ -120,6 +121,9 @@ def _tag(kind: str):
 def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PCollection]:
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
     records = p | "ReadExamples" >> ReadExamples(config.sources, config.split_bytes, config.max_record_bytes)
+    available = records
+    if config.mixture:
+        records = available | "SampleMixture" >> SampleMixture(config)
     to_encode, dropped = records, []
     if config.dedup:
         deduped = records | "DedupExact" >> DedupExact(config)
@@ -140,14 +144,16 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     rejects = report_progress(all_rejects, progress, "rejects", "ProgressRejects")
     reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
-    by_source = (records, all_rejects) | "CountBySource" >> CountBySource()
+    by_source = (records, all_rejects, available) | "CountBySource" >> CountBySource()
+    source_stats = encoded[SOURCE_STATS] | "SourceStats" >> SourceStats()
     for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", all_rejects)):
         _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)
     summary = ([shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
                 stats | "TagStats" >> beam.Map(_tag("stats")).with_output_types(tuple[str, Any]),
                 reject_files | "TagRejects" >> beam.Map(_tag("rejects")).with_output_types(tuple[str, Any]),
                 read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any]),
-                by_source | "TagSources" >> beam.Map(_tag("sources")).with_output_types(tuple[str, Any])]
+                by_source | "TagSources" >> beam.Map(_tag("sources")).with_output_types(tuple[str, Any]),
+                source_stats | "TagSourceStats" >> beam.Map(_tag("source_stats")).with_output_types(tuple[str, Any])]
                | "AllResults" >> beam.Flatten().with_output_types(tuple[str, Any])
                | "Summarize" >> Summarize(config))
     return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": all_rejects,

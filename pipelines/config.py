@@ -39,6 +39,8 @@ class PrepareConfig:
     progress_dir: str = ""                    # where workers report progress (pipelines.progress); "": nowhere
     pack_length: int | None = None            # --pack-length: pack each shard into rows of this many tokens
     dedup: str | None = None                  # --dedup exact: reject later copies of a conversation (duplicate)
+    mixture: tuple = ()                       # ((source label, rate), ...) of inputs given as INPUT@R
+    seed: int = 0                             # --seed: the mixture's sampling hash
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -4,7 +4,8 @@ Deterministic on any runner, in one shuffle and without side inputs (which the D
 
 1. ``Keys``: each record keyed by its conversation key (:func:`im_data.dedup.conversation_key`, 16 bytes of a
    sha256) with its input order ``(position << 40 | index)``. Records that cannot be parsed or converted have no
-   key: they go on unchanged (the encoder rejects them with their own reason).
+   key: they go on unchanged (the encoder rejects them with their own reason). The k-th repeats of a mixture
+   (``INPUT@R``, index ``i + k * 2**32``) are keyed apart, so a repeat is never a duplicate of its original.
 2. ``Keep``: a GroupByKey on the key; in each group the record with the smallest input order is kept and every
    other one becomes a ``duplicate`` dead letter naming the kept example id (source and index).
 """
@@ -18,6 +19,7 @@ from apache_beam import pvalue
 
 from im_data.dedup import conversation_key, duplicate_error
 from im_data.errors import RecordError
+from im_data.mixture import REPEAT_STRIDE
 from im_data.shards import example_id
 
 from .config import PrepareConfig
@@ -45,6 +47,9 @@ class _KeyFn(beam.DoFn):
         if rec.index is not None and not isinstance(rec.payload, RecordError):
             try:
                 key = conversation_key(parse_payload(rec), self.config.encoder.format_options)
+                # a mixture's repeats (INPUT@R with R above the input's size) are not duplicates of each other:
+                # the k-th repeats are compared among themselves
+                key += (rec.index // REPEAT_STRIDE).to_bytes(2, "big")
             except Exception:  # noqa: BLE001 - not a conversation: the encoder rejects it with its reason
                 key = None
         if key is None:

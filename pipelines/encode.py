@@ -28,6 +28,7 @@ from .read import RawRecord
 LOG = logging.getLogger("im_data.prepare")
 REJECTS = "rejects"
 STATS = "stats"
+SOURCE_STATS = "source_stats"  # with several sources: (source, LengthStats) partials, for the per-source table
 
 _ENCODERS: dict[str, Any] = {}
 _ENCODERS_LOCK = threading.Lock()
@@ -200,8 +201,22 @@ class _EncodeBatchFn(beam.DoFn):
             stats = LengthStats()
             stats.add_examples(good)
             yield pvalue.TaggedOutput(STATS, stats)
+            if len(self.config.sources) > 1:
+                yield from self._source_stats(good, kept)
         self.progress.add(len(todo), sum(len(e) for e in good))
 
+
+    @staticmethod
+    def _source_stats(good, kept) -> Iterator[Any]:
+        from im_data import LengthStats
+
+        by_source: dict[str, list] = {}
+        for ex, rec in zip(good, kept):
+            by_source.setdefault(rec.source, []).append(ex)
+        for source, examples in sorted(by_source.items()):
+            stats = LengthStats()
+            stats.add_examples(examples)
+            yield pvalue.TaggedOutput(SOURCE_STATS, (source, stats))
 
     def _results(self, todo, prepared, future) -> list:
         """The batch's results; if the batch fails as a whole (tokenizer or numpy stage), its records are encoded
@@ -225,7 +240,8 @@ class EncodeExamples(beam.PTransform):
     """``PCollection[RawRecord]`` → ``{"rows", "stats", "rejects"}`` (a ``DoOutputsTuple``).
 
     ``rows``: Arrow record batches with :data:`im_data.shards.SHARD_SCHEMA` (one per encode batch);
-    ``stats``: one :class:`im_data.LengthStats` partial per batch; ``rejects``: one dead-letter dict per record.
+    ``stats``: one :class:`im_data.LengthStats` partial per batch; ``rejects``: one dead-letter dict per record;
+    ``source_stats`` (several sources only): ``(source, LengthStats)`` partials.
     """
 
     def __init__(self, config: PrepareConfig):
@@ -239,4 +255,5 @@ class EncodeExamples(beam.PTransform):
         batches = records | "Batch" >> beam.BatchElements(min_batch_size=n, max_batch_size=n,
                                                           element_size_fn=lambda rec: record_weight(rec, n))
         batches = report_progress(batches, self.config.progress_dir, "batch", "ProgressRead")
-        return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows")
+        return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, SOURCE_STATS,
+                                                                                          main="rows")

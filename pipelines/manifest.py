@@ -241,6 +241,7 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         format=fmt,
         columns=tuple(Column(f.name, str(f.type)) for f in (PACKED_SCHEMA if pack_length else SCHEMA)),
         pack_length=pack_length,
+        sources=stats.get("sources") or {},
         counts=counts,
         shards=shards,
         rejects=rejects,

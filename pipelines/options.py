@@ -157,6 +157,7 @@ class PrepareOptions:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
     pack_length: int | None = None      # pack each shard into rows of this many tokens (best-fit decreasing)
     dedup: str | None = None            # "exact": later copies of a normalised conversation are rejected duplicate
+    seed: int = 0                       # the hash seed of mixture sampling (inputs given as INPUT@R)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))

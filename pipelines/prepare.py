@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
+
+from im_data.mixture import parse_input_ratio
 
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
                       add_runner_arguments, check_input_specs, encoder_options_from_args, parse_size,
@@ -39,7 +42,9 @@ class PrepareResult:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="JSONL (.jsonl/.jsonl.gz), JSON array (.json), Parquet files, globs, save_to_disk directories "
-                        "or hub datasets (hf:NAME[:SPLIT]) (default: the embedded sample data)")
+                        "or hub datasets (hf:NAME[:SPLIT]); INPUT@R samples a mixture: R <= 1 a fraction of its "
+                        "records, R > 1 a number of records (repeating the input when larger) (default: the "
+                        "embedded sample data)")
     p.add_argument("--output", "-o", required=True, metavar="DIR",
                    help="output directory or URL (s3://, gs://, ...): absent, empty, or with --overwrite an earlier "
                         "im-data output")
@@ -64,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pack each shard's examples into rows of at most N tokens (best-fit decreasing, as TRL's "
                         "bfd packing), with TRL's seq_lengths column; longer examples follow --truncation "
                         "(default: no packing)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the mixture's sampling (INPUT@R): a record is taken by a hash of N and its example "
+                        "id, never a shuffle (default: 0)")
     p.add_argument("--dedup", choices=("exact",), default=None,
                    help="exact: reject a record whose conversation (after format conversion, whitespace normalised) "
                         "equals an earlier one in input order, as duplicate naming the example kept (default: off)")
@@ -90,7 +98,7 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
                               runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
                               eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
                               max_record_bytes=args.max_record_bytes, pack_length=args.pack_length,
-                              dedup=args.dedup)
+                              dedup=args.dedup, seed=args.seed)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -108,9 +116,14 @@ def plan(options: PrepareOptions):
     from .manifest import OutputError, check_output_dir
     from .read import InputError, expand_inputs
 
-    check_input_specs(options.inputs)
     try:
-        sources = expand_inputs(list(options.inputs) or [str(SAMPLE_DATA)])
+        specs = [parse_input_ratio(s, exists=lambda p: os.path.lexists(os.path.expanduser(p))) for s in options.inputs]
+    except ValueError as exc:
+        raise usage_error(exc) from None
+    check_input_specs([spec for spec, _ in specs])
+    try:
+        sources = expand_inputs([spec for spec, _ in specs] or [str(SAMPLE_DATA)])
+        mixture = mixture_plan(specs, sources, options.max_record_bytes, options.seed)
         if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
         check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
@@ -121,13 +134,46 @@ def plan(options: PrepareOptions):
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
                                batch_size=options.batch_size, eval_fraction=options.eval_fraction,
                                eval_split=options.eval_split, max_record_bytes=options.max_record_bytes,
-                               pack_length=options.pack_length, dedup=options.dedup)
+                               pack_length=options.pack_length, dedup=options.dedup, mixture=mixture,
+                               seed=options.seed)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
 
     remember_encoder(encoder_options, encoder)  # the in-process runner's workers reuse it
     return config, encoder.metadata()
+
+
+def mixture_plan(specs: list[tuple[str, float | None]], sources, max_record_bytes: int, seed: int) -> tuple:
+    """``((source label, whole, threshold), ...)`` for the inputs given with a ratio (``INPUT@R``): the plan of
+    :func:`im_data.mixture.plan_sampling` over all the records of the input (every file a glob matches), whose
+    indices are read once here."""
+    from im_data.mixture import plan_sampling
+
+    from .mixture import record_keys
+    from .read import expand_inputs
+
+    labels = {s.label for s in sources}
+    out = []
+    for spec, ratio in specs:
+        if ratio is None:
+            continue
+        own = tuple(s for s in expand_inputs([spec]) if s.label in labels)
+        whole, threshold = plan_sampling(ratio, record_keys(own, max_record_bytes), seed)
+        out.extend((s.label, whole, threshold) for s in own)
+    return tuple(out)
+
+
+def mixture_ratios(inputs) -> dict[str, float]:
+    """``{source label: ratio}`` of the inputs given as ``INPUT@R`` (for the per-source table)."""
+    from .read import expand_inputs
+
+    out = {}
+    for spec in inputs:
+        bare, ratio = parse_input_ratio(spec, exists=lambda p: os.path.lexists(os.path.expanduser(p)))
+        if ratio is not None:
+            out.update((s.label, ratio) for s in expand_inputs([bare]))
+    return out
 
 
 def _packing_limit(encoder, pack_length: int | None):
@@ -137,12 +183,13 @@ def _packing_limit(encoder, pack_length: int | None):
     return dataclasses.replace(encoder, max_length=pack_length)
 
 
-def source_accounting(summary: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+def source_accounting(summary: dict[str, Any], labels: list[str], ratios: dict[str, float]) -> dict[str, Any]:
     """``stats.json`` ``sources``: read / written / rejected by reason per input source; their sums must be the
     run's own counts (read, rejected by reason, rows written)."""
     from .sources import source_table
 
-    table = source_table(summary.get("sources") or {}, labels)
+    per_source = summary.get("source_stats") or ({labels[0]: summary["stats"]} if len(labels) == 1 else {})
+    table = source_table(summary.get("sources") or {}, labels, ratios, per_source)
     read = sum(s["read"] for s in table.values())
     rejected = sum(s["rejected"] for s in table.values())
     if read != summary["read"] or rejected != sum(int(r["count"]) for r in summary["rejects"]):
@@ -193,7 +240,8 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
         summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
-        summary["stats"]["sources"] = source_accounting(summary, [s.label for s in stage_config.sources])
+        summary["stats"]["sources"] = source_accounting(summary, [s.label for s in stage_config.sources],
+                                                        mixture_ratios(options.inputs))
         if stage_config.pack_length:
             from .pack import packing_stats
             from .write import UNPACKED_DIR

@@ -10,6 +10,7 @@ import apache_beam as beam
 from .read import RawRecord
 
 READ = "read"
+AVAILABLE = "available"  # records in the source before mixture sampling
 
 
 def _merge_counts(items) -> dict[str, dict[str, int]]:
@@ -21,15 +22,18 @@ def _merge_counts(items) -> dict[str, dict[str, int]]:
 
 @beam.typehints.with_output_types(dict[str, Any])
 class CountBySource(beam.PTransform):
-    """``(records, rejects)`` → one ``{source: {"read": n, reason: n, ...}}`` (nothing when there is no record)."""
+    """``(records, rejects, available)`` → one ``{source: {"read": n, "available": n, reason: n, ...}}`` (nothing
+    when there is no record). ``available``: the records before mixture sampling (``records`` itself without)."""
 
     def expand(self, pcolls):
-        records, rejects = pcolls
+        records, rejects, available = pcolls
+        before = available | "AvailableKey" >> beam.Map(lambda r: ((r.source, AVAILABLE), 1)).with_input_types(
+            RawRecord).with_output_types(tuple[tuple[str, str], int])
         read = records | "ReadKey" >> beam.Map(lambda r: ((r.source, READ), 1)).with_input_types(
             RawRecord).with_output_types(tuple[tuple[str, str], int])
         rejected = rejects | "RejectKey" >> beam.Map(lambda d: ((d["source"], d["reason"]), 1)).with_output_types(
             tuple[tuple[str, str], int])
-        return ((read, rejected)
+        return ((read, rejected, before)
                 | "All" >> beam.Flatten().with_output_types(tuple[tuple[str, str], int])
                 | "Sum" >> beam.CombinePerKey(sum).with_output_types(tuple[tuple[str, str], int])
                 | "Gather" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
@@ -37,14 +41,58 @@ class CountBySource(beam.PTransform):
                 | "AsDict" >> beam.Map(_merge_counts).with_output_types(dict[str, Any]))
 
 
-def source_table(counts: dict[str, dict[str, int]], labels: list[str]) -> dict[str, dict[str, Any]]:
-    """``stats.json`` ``sources``: per source (in input order) ``read``, ``written``, ``rejected`` and
-    ``rejected_by_reason``; ``written = read - rejected`` (every record read is written or rejected)."""
+@beam.typehints.with_output_types(dict[str, Any])
+class SourceStats(beam.PTransform):
+    """``(source, LengthStats)`` partials → one ``{source: stats.json dict}`` (nothing when there is none)."""
+
+    def expand(self, partials):
+        from .stats import LengthStatsFn
+
+        return (partials
+                | "PerSource" >> beam.CombinePerKey(LengthStatsFn()).with_output_types(tuple[str, dict[str, Any]])
+                | "Gather" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+                .with_output_types(list[tuple[str, dict[str, Any]]])
+                | "AsDict" >> beam.Map(lambda pairs: dict(pairs)).with_output_types(dict[str, Any]))
+
+
+def _length_columns(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """Tokens, the length ratio and the audit recommendation of one source's ``stats.json`` dict."""
+    from im_data.recommend import recommend
+
+    if not stats or not stats.get("count"):
+        return {"tokens": 0, "instruction_tokens": 0, "output_tokens": 0, "dataset_ratio": None,
+                "recommendation": None}
+    ratio = stats.get("dataset_ratio")
+    rec = recommend(ratio, int(stats["count"])) if ratio is not None else None
+    return {"tokens": int(sum(stats["tokens_per_role"].values())),
+            "instruction_tokens": int(stats["instruction_tokens"]["sum"]),
+            "output_tokens": int(stats["output_tokens"]["sum"]), "dataset_ratio": ratio,
+            "recommendation": None if rec is None else {"decision": rec.decision, "summary": rec.summary,
+                                                        "suggested_prompt_weight": rec.suggested_prompt_weight}}
+
+
+def source_table(counts: dict[str, dict[str, int]], labels: list[str],
+                 ratios: dict[str, float] | None = None,
+                 stats: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``stats.json`` ``sources``: per source (in input order) ``available`` (records in the source), ``ratio``
+    (its ``INPUT@R`` ratio, null without), ``read`` (records taken into the run, copies
+    included), ``written``, ``rejected``, ``rejected_by_reason`` and ``share`` (its share of the examples
+    written: the mixture's realised share), ``token_share``, and from the source's statistics ``tokens``,
+    ``instruction_tokens``, ``output_tokens``, ``dataset_ratio`` and the audit ``recommendation`` (``stats``: the
+    per-source statistics; with one source, the run's own). ``written = read - rejected``."""
+    ratios = ratios or {}
     out = {}
     for label in labels:
         c = dict(counts.get(label, {}))
         read = c.pop(READ, 0)
+        available = c.pop(AVAILABLE, 0)
         rejected = sum(c.values())
-        out[label] = {"read": read, "written": read - rejected, "rejected": rejected,
-                      "rejected_by_reason": dict(sorted(c.items()))}
+        out[label] = {"available": available, "ratio": ratios.get(label), "read": read,
+                      "written": read - rejected, "rejected": rejected, "rejected_by_reason": dict(sorted(c.items())),
+                      **_length_columns((stats or {}).get(label))}
+    total = sum(s["written"] for s in out.values())
+    tokens = sum(s["tokens"] for s in out.values())
+    for s in out.values():
+        s["share"] = s["written"] / total if total else None
+        s["token_share"] = s["tokens"] / tokens if tokens else None
     return out

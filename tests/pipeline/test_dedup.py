@@ -65,11 +65,15 @@ def test_duplicates_are_rejected_naming_the_first(tmp_path, dup_inputs):
     c = out["manifest"]["counts"]
     assert c == {"read": 8, "written": 4, "rejected": 4, "truncated": 0,
                  "rejected_by_reason": {"duplicate": 3, "unknown_format": 1}}
-    assert out["stats"]["sources"] == {
-        str(a): {"read": 4, "written": 3, "rejected": 1, "rejected_by_reason": {"duplicate": 1}},
-        str(b): {"read": 4, "written": 1, "rejected": 3, "rejected_by_reason": {"duplicate": 2, "unknown_format": 1}}}
+    sources = out["stats"]["sources"]
+    assert list(sources) == [str(a), str(b)] and sources == out["manifest"]["sources"]
+    assert {k: sources[str(a)][k] for k in ("available", "read", "written", "rejected", "rejected_by_reason")} == {
+        "available": 4, "read": 4, "written": 3, "rejected": 1, "rejected_by_reason": {"duplicate": 1}}
+    assert {k: sources[str(b)][k] for k in ("available", "read", "written", "rejected", "rejected_by_reason")} == {
+        "available": 4, "read": 4, "written": 1, "rejected": 3,
+        "rejected_by_reason": {"duplicate": 2, "unknown_format": 1}}
     card = (tmp_path / "o" / "README.md").read_text()
-    assert f"| `{b}` | 4 | 1 | 3 | duplicate 2, unknown_format 1 |" in card
+    assert f"| `{b}` | all | 4 | 4 | 1 | 3 | duplicate 2, unknown_format 1 | 25.0 % |" in card
 
 
 def test_kept_rows_are_those_of_a_run_without_dedup(tmp_path, dup_inputs):
