@@ -116,6 +116,21 @@ def _sources_section(stats: Mapping[str, Any]) -> str:
                   "`share`: the realised share of the examples written.")
 
 
+def _decontamination_section(stats: Mapping[str, Any]) -> str:
+    d = stats.get("decontamination")
+    if not d:
+        return ""
+    rows = [[f"`{b}`", _fmt(v["ngrams"]), _fmt(v["contaminated"])] for b, v in d["benchmarks"].items()]
+    out = (f"## Decontamination\n\nRecords whose instruction or output side shares a {d['ngram']}-word n-gram with a "
+           "benchmark record were rejected as `contaminated` (each dead letter names the benchmark, its record and "
+           "the n-gram).\n\n" + _table(["benchmark", "distinct n-grams", "records rejected"], rows))
+    per_source = [[f"`{label}`", _fmt(s["rejected_by_reason"].get("contaminated", 0))]
+                  for label, s in (stats.get("sources") or {}).items()]
+    if per_source:
+        out += "\n\n" + _table(["source", "records rejected as contaminated"], per_source)
+    return out
+
+
 def _lengths_section(stats: Mapping[str, Any]) -> str:
     rows = []
     for key, label in (("instruction_tokens", "instruction tokens"), ("output_tokens", "output tokens"),
@@ -181,6 +196,7 @@ def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | No
              f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {manifest.splits.get(TRAIN_SPLIT, 0):,} "
              "examples. `manifest.json` (written last) lists every file with its sha256.")
     sections = [intro, _made_section(manifest), _counts_section(manifest), _sources_section(stats),
+                _decontamination_section(stats),
                 _lengths_section(stats),
                 _recommendation_section(stats), _train_section(manifest, where), _columns_section(manifest)]
     return f"---\n{header}---\n\n" + "\n\n".join(s for s in sections if s) + "\n"

@@ -27,6 +27,8 @@ REASONS: dict[str, str] = {
     "too_large": "the raw record is larger than max_record_bytes (checked while reading, before parsing)",
     "duplicate": "with --dedup exact: the same conversation (after format conversion, whitespace normalised) as an "
                  "earlier record in input order, whose example_id the message names",
+    "contaminated": "with --decontaminate: the instruction or output side shares a word n-gram with a benchmark "
+                    "record (the message names the side, the n-gram, the benchmark and the record)",
     "internal_error": "an unexpected exception while processing this record (its type and message are given)",
 }
 

@@ -18,6 +18,7 @@ from im_data import storage
 
 from .config import PrepareConfig
 from .encode import SOURCE_STATS, EncodeExamples
+from .decontam import Decontaminate
 from .dedup import DedupExact
 from .pack import PackShards
 from .mixture import SampleMixture
@@ -43,7 +44,7 @@ def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str,
             out["shards"].append(value)
         elif kind == "rejects":
             out["rejects"].append(value)
-        elif kind in ("sources", "source_stats"):
+        elif kind in ("sources", "source_stats", "contamination"):
             out[kind] = value
     out["shards"].sort(key=lambda s: s["shard"])
     out["rejects"].sort(key=lambda r: r["reason"])
@@ -128,6 +129,11 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     if config.dedup:
         deduped = records | "DedupExact" >> DedupExact(config)
         to_encode, dropped = deduped["records"], [deduped["rejects"]]
+    contamination = None
+    if config.decontaminate:
+        clean = to_encode | "Decontaminate" >> Decontaminate(config)
+        to_encode, contamination = clean["records"], clean["benchmarks"]
+        dropped.append(clean["rejects"])
     encoded = to_encode | "EncodeExamples" >> EncodeExamples(config)
     all_rejects = encoded.rejects
     if dropped:
@@ -148,7 +154,9 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     source_stats = encoded[SOURCE_STATS] | "SourceStats" >> SourceStats()
     for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", all_rejects)):
         _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)
-    summary = ([shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
+    extra = [] if contamination is None else [
+        contamination | "TagContamination" >> beam.Map(_tag("contamination")).with_output_types(tuple[str, Any])]
+    summary = ([*extra, shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
                 stats | "TagStats" >> beam.Map(_tag("stats")).with_output_types(tuple[str, Any]),
                 reject_files | "TagRejects" >> beam.Map(_tag("rejects")).with_output_types(tuple[str, Any]),
                 read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any]),

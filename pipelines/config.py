@@ -41,6 +41,7 @@ class PrepareConfig:
     dedup: str | None = None                  # --dedup exact: reject later copies of a conversation (duplicate)
     mixture: tuple = ()                       # ((source label, rate), ...) of inputs given as INPUT@R
     seed: int = 0                             # --seed: the mixture's sampling hash
+    decontaminate: tuple = ()                 # --decontaminate: benchmark inputs (index in work_dir, see decontam)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -158,9 +158,14 @@ class PrepareOptions:
     pack_length: int | None = None      # pack each shard into rows of this many tokens (best-fit decreasing)
     dedup: str | None = None            # "exact": later copies of a normalised conversation are rejected duplicate
     seed: int = 0                       # the hash seed of mixture sampling (inputs given as INPUT@R)
+    decontaminate: tuple[str, ...] = ()  # benchmark inputs: reject records sharing a word n-gram (contaminated)
+    decontaminate_ngram: int = 13       # n of those n-grams (words)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "decontaminate", tuple(self.decontaminate))
+        if self.decontaminate_ngram < 1:
+            raise ValueError(f"--decontaminate-ngram must be >= 1, got {self.decontaminate_ngram}")
         if self.dedup not in (None, "exact"):
             raise ValueError(f"--dedup must be exact, got {self.dedup!r}")
         if self.pack_length is not None and self.pack_length < 2:

@@ -75,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dedup", choices=("exact",), default=None,
                    help="exact: reject a record whose conversation (after format conversion, whitespace normalised) "
                         "equals an earlier one in input order, as duplicate naming the example kept (default: off)")
+    p.add_argument("--decontaminate", nargs="+", default=None, metavar="FILE_OR_hf:NAME",
+                   help="benchmark inputs (files, globs, hf:NAME[:SPLIT]): reject a record whose instruction or "
+                        "output side shares a word n-gram with any benchmark record, as contaminated naming the "
+                        "benchmark, its record and the n-gram (default: none)")
+    p.add_argument("--decontaminate-ngram", type=int, default=13, metavar="N",
+                   help="n-gram length in words for --decontaminate (default: 13)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
@@ -98,7 +104,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
                               runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
                               eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
                               max_record_bytes=args.max_record_bytes, pack_length=args.pack_length,
-                              dedup=args.dedup, seed=args.seed)
+                              dedup=args.dedup, seed=args.seed, decontaminate=tuple(args.decontaminate or ()),
+                              decontaminate_ngram=args.decontaminate_ngram)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -120,10 +127,12 @@ def plan(options: PrepareOptions):
         specs = [parse_input_ratio(s, exists=lambda p: os.path.lexists(os.path.expanduser(p))) for s in options.inputs]
     except ValueError as exc:
         raise usage_error(exc) from None
-    check_input_specs([spec for spec, _ in specs])
+    check_input_specs([spec for spec, _ in specs] + list(options.decontaminate))
     try:
         sources = expand_inputs([spec for spec, _ in specs] or [str(SAMPLE_DATA)])
         mixture = mixture_plan(specs, sources, options.max_record_bytes, options.seed)
+        for bench in options.decontaminate:
+            expand_inputs([bench])  # a benchmark that names nothing readable fails here (exit 2)
         if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
         check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
@@ -135,7 +144,7 @@ def plan(options: PrepareOptions):
                                batch_size=options.batch_size, eval_fraction=options.eval_fraction,
                                eval_split=options.eval_split, max_record_bytes=options.max_record_bytes,
                                pack_length=options.pack_length, dedup=options.dedup, mixture=mixture,
-                               seed=options.seed)
+                               seed=options.seed, decontaminate=options.decontaminate)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
@@ -162,6 +171,21 @@ def mixture_plan(specs: list[tuple[str, float | None]], sources, max_record_byte
         whole, threshold = plan_sampling(ratio, record_keys(own, max_record_bytes), seed)
         out.extend((s.label, whole, threshold) for s in own)
     return tuple(out)
+
+
+def write_benchmark_index(options: PrepareOptions, work_dir: str):
+    """Read the ``--decontaminate`` benchmarks once and write their n-gram index into the run folder."""
+    from im_data import storage
+
+    from .decontam import INDEX_FILE, build_index
+
+    index = build_index(options.decontaminate, options.decontaminate_ngram, options.max_record_bytes)
+    LOG.info("decontamination: %s distinct %d-grams from %d benchmark(s)", f"{len(index):,}", index.n,
+             len(index.benchmarks))
+    path = storage.join(work_dir, INDEX_FILE)
+    storage.makedirs(storage.parent(path))
+    storage.write_bytes_atomic(path, index.to_bytes())
+    return index
 
 
 def mixture_ratios(inputs) -> dict[str, float]:
@@ -233,6 +257,7 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     keep = False
     try:
+        index = write_benchmark_index(options, work_dir) if options.decontaminate else None
         started = time.perf_counter()
         with watching(progress, stage_config.sources, num_shards=stage_config.num_shards) as progress_dir:
             execute(dataclasses.replace(stage_config, progress_dir=progress_dir), options.runner, pipeline_options)
@@ -240,6 +265,11 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
         summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
+        if index is not None:
+            from .decontam import decontamination_stats
+
+            summary["stats"]["decontamination"] = decontamination_stats(index, summary.get("contamination") or {})
+            storage.remove_tree(storage.join(work_dir, "_decontam"))
         summary["stats"]["sources"] = source_accounting(summary, [s.label for s in stage_config.sources],
                                                         mixture_ratios(options.inputs))
         if stage_config.pack_length:

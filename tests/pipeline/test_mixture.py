@@ -103,9 +103,12 @@ def test_a_bad_ratio_is_a_usage_error(tmp_path, capsys):
     assert "must be an integer" in capsys.readouterr().err
 
 
-def test_dask_and_direct_mix_dedup_and_pack_the_same(scheduler_address, tmp_path):
+def test_dask_and_direct_mix_dedup_decontaminate_and_pack_the_same(scheduler_address, tmp_path):
     inputs = [f"{SAMPLE}@150", f"{ALPACA}@0.5", SHAREGPT, SAMPLE.parent / "sample.jsonl"]
-    common = ["--dedup", "exact", "--pack-length", "512", "--num-shards", "2", "--seed", "3", "-q"]
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(SAMPLE.read_text().splitlines()[5] + "\n")
+    common = ["--dedup", "exact", "--pack-length", "512", "--num-shards", "2", "--seed", "3", "--decontaminate",
+              bench, "-q"]
     assert run_cli("prepare", *inputs, "-o", tmp_path / "direct", *common) == 0
     assert run_cli("prepare", *inputs, "-o", tmp_path / "dask", *common, "--runner", "dask",
                    "--dask-address", scheduler_address) == 0
@@ -113,5 +116,6 @@ def test_dask_and_direct_mix_dedup_and_pack_the_same(scheduler_address, tmp_path
     assert x["shards"] == y["shards"] and x["counts"] == y["counts"] and x["sources"] == y["sources"]
     for s in x["sources"].values():
         assert s["read"] == s["written"] + s["rejected"]
+    assert x["counts"]["rejected_by_reason"]["contaminated"] >= 2  # record 5 and its repeats
     assert json.loads((tmp_path / "direct/stats.json").read_text()) == json.loads(
         (tmp_path / "dask/stats.json").read_text())
