@@ -96,3 +96,19 @@ def source_table(counts: dict[str, dict[str, int]], labels: list[str],
         s["share"] = s["written"] / total if total else None
         s["token_share"] = s["tokens"] / tokens if tokens else None
     return out
+
+
+def source_lines(sources: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per source of a prepared directory's manifest (what ``audit`` prints for it): the mixture ratio,
+    records read / written / rejected by reason, realised share, tokens, length ratio and recommendation."""
+    lines = []
+    for label, s in sources.items():
+        ratio = "" if s.get("ratio") is None else f" @{s['ratio']:g}"
+        reasons = ", ".join(f"{r} {n:,}" for r, n in s.get("rejected_by_reason", {}).items())
+        share = "n/a" if s.get("share") is None else f"{100 * s['share']:.1f} %"
+        dr = "n/a" if s.get("dataset_ratio") is None else f"{s['dataset_ratio']:.3f}"
+        rec = (s.get("recommendation") or {}).get("summary", "n/a")
+        lines.append(f"source {label}{ratio}: read {s['read']:,}, written {s['written']:,}, rejected "
+                     f"{s['rejected']:,}{f' ({reasons})' if reasons else ''}, share {share}, tokens "
+                     f"{s.get('tokens', 0):,}, ratio {dr}, recommendation {rec}")
+    return lines

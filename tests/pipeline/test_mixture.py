@@ -119,3 +119,16 @@ def test_dask_and_direct_mix_dedup_decontaminate_and_pack_the_same(scheduler_add
     assert x["counts"]["rejected_by_reason"]["contaminated"] >= 2  # record 5 and its repeats
     assert json.loads((tmp_path / "direct/stats.json").read_text()) == json.loads(
         (tmp_path / "dask/stats.json").read_text())
+
+
+def test_audit_reports_each_source_of_a_packed_mixture(tmp_path, capsys):
+    out = tmp_path / "mix"
+    assert run_cli("prepare", f"{SAMPLE}@100", f"{ALPACA}@0.5", "-o", out, "--pack-length", "512", "-q") == 0
+    capsys.readouterr()
+    sources = json.loads((out / "manifest.json").read_text())["sources"]
+    assert run_cli("audit", out) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the table wraps long lines
+    s, a = sources[str(SAMPLE)], sources[str(ALPACA)]
+    assert (f"source {SAMPLE} @100: read 100, written 100, rejected 0, share {100 * s['share']:.1f} %, tokens "
+            f"{s['tokens']:,}, ratio {s['dataset_ratio']:.3f}, recommendation {s['recommendation']['summary']}") in text
+    assert f"source {ALPACA} @0.5: read 4, written 4, rejected 0, share {100 * a['share']:.1f} %" in text
