@@ -170,10 +170,14 @@ def _train_section(m: Manifest, where: str) -> str:
     out = ("## How to train\n\nWith the per-token loss weights (any policy):\n\n```bash\n"
            f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n\n")
     binary = m.policy_is_binary
+    packed = " --padding_free True --max_length None" if m.pack_length else ""
     if binary:
         out += ("The weights of this policy are 0 or 1, so the `labels` column (-100 where the weight is 0) says the "
                 "same thing: plain TRL trains on it unchanged:\n\n```bash\n"
-                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n")
+                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN{packed}\n```\n")
+    if m.pack_length:
+        out += ("\nThe rows are packed (`seq_lengths` gives each example's length): `im-sft` trains them as they are; "
+                "plain TRL needs `--padding_free True` (and `--max_length None`: the rows already fit).\n")
     else:
         out += ("> **Warning**: this policy has fractional weights. Plain `trl sft` (or `SFTTrainer`) reads only "
                 "`labels` and trains every token with a weight > 0 at weight 1; use `im-sft` "
@@ -192,9 +196,12 @@ def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | No
     header = yaml.safe_dump(card_metadata(manifest), sort_keys=False, default_flow_style=False)
     where = location or "DIR"
     name = where.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
+    rows = manifest.splits.get(TRAIN_SPLIT, 0)
+    held = (f"{rows:,} packed rows of at most {manifest.pack_length:,} tokens" if manifest.pack_length
+            else f"{rows:,} examples")
     intro = (f"# {name}\n\nTokenized conversations with per-token loss weights (`loss_weights`) and token roles "
-             f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {manifest.splits.get(TRAIN_SPLIT, 0):,} "
-             "examples. `manifest.json` (written last) lists every file with its sha256.")
+             f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {held}. "
+             "`manifest.json` (written last) lists every file with its sha256.")
     sections = [intro, _made_section(manifest), _counts_section(manifest), _sources_section(stats),
                 _decontamination_section(stats),
                 _lengths_section(stats),

@@ -4,6 +4,11 @@
          │                          ├─► stats ─────► ComputeStats ├─► Summarize (_summary.json)
          └─► CountRecords           └─► rejects ───► WriteRejects ┘
 
+with the options of issue 18, each its own composite: ``SampleMixture`` (``INPUT@R``), ``DedupExact``
+(``--dedup``) and ``Decontaminate`` (``--decontaminate``) between reading and encoding (their dead letters join
+the encoder's), ``PackShards`` (``--pack-length``) after ``WriteShards``; ``CountBySource`` and ``SourceStats``
+give the per-source table.
+
 plus Beam metrics counters (namespace ``im_data``: read, written, rejected, rejected_<reason>).
 """
 
@@ -150,7 +155,8 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     rejects = report_progress(all_rejects, progress, "rejects", "ProgressRejects")
     reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
-    by_source = (records, all_rejects, available) | "CountBySource" >> CountBySource()
+    by_source = ((records, all_rejects, available) if config.mixture else (records, all_rejects)) \
+        | "CountBySource" >> CountBySource()
     source_stats = encoded[SOURCE_STATS] | "SourceStats" >> SourceStats()
     for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", all_rejects)):
         _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)

@@ -22,18 +22,19 @@ def _merge_counts(items) -> dict[str, dict[str, int]]:
 
 @beam.typehints.with_output_types(dict[str, Any])
 class CountBySource(beam.PTransform):
-    """``(records, rejects, available)`` → one ``{source: {"read": n, "available": n, reason: n, ...}}`` (nothing
-    when there is no record). ``available``: the records before mixture sampling (``records`` itself without)."""
+    """``(records, rejects[, available])`` → one ``{source: {"read": n, "available": n, reason: n, ...}}`` (nothing
+    when there is no record). ``available``: the records before mixture sampling (only with a mixture)."""
 
     def expand(self, pcolls):
-        records, rejects, available = pcolls
-        before = available | "AvailableKey" >> beam.Map(lambda r: ((r.source, AVAILABLE), 1)).with_input_types(
-            RawRecord).with_output_types(tuple[tuple[str, str], int])
+        records, rejects, *available = pcolls
+        before = () if not available else (
+            available[0] | "AvailableKey" >> beam.Map(lambda r: ((r.source, AVAILABLE), 1)).with_input_types(
+                RawRecord).with_output_types(tuple[tuple[str, str], int]),)
         read = records | "ReadKey" >> beam.Map(lambda r: ((r.source, READ), 1)).with_input_types(
             RawRecord).with_output_types(tuple[tuple[str, str], int])
         rejected = rejects | "RejectKey" >> beam.Map(lambda d: ((d["source"], d["reason"]), 1)).with_output_types(
             tuple[tuple[str, str], int])
-        return ((read, rejected, before)
+        return ((read, rejected, *before)
                 | "All" >> beam.Flatten().with_output_types(tuple[tuple[str, str], int])
                 | "Sum" >> beam.CombinePerKey(sum).with_output_types(tuple[tuple[str, str], int])
                 | "Gather" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
@@ -74,7 +75,7 @@ def _length_columns(stats: dict[str, Any] | None) -> dict[str, Any]:
 def source_table(counts: dict[str, dict[str, int]], labels: list[str],
                  ratios: dict[str, float] | None = None,
                  stats: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """``stats.json`` ``sources``: per source (in input order) ``available`` (records in the source), ``ratio``
+    """``stats.json`` ``sources``: per source label ``available`` (records in the source), ``ratio``
     (its ``INPUT@R`` ratio, null without), ``read`` (records taken into the run, copies
     included), ``written``, ``rejected``, ``rejected_by_reason`` and ``share`` (its share of the examples
     written: the mixture's realised share), ``token_share``, and from the source's statistics ``tokens``,
@@ -85,7 +86,7 @@ def source_table(counts: dict[str, dict[str, int]], labels: list[str],
     for label in labels:
         c = dict(counts.get(label, {}))
         read = c.pop(READ, 0)
-        available = c.pop(AVAILABLE, 0)
+        available = c.pop(AVAILABLE, read)  # without a mixture, every record of the source is read
         rejected = sum(c.values())
         out[label] = {"available": available, "ratio": ratios.get(label), "read": read,
                       "written": read - rejected, "rejected": rejected, "rejected_by_reason": dict(sorted(c.items())),
