@@ -20,7 +20,7 @@ import sys
 
 from .options import UsageError
 
-SUBCOMMAND_MODULES = ("pipelines.prepare", "pipelines.audit", "pipelines.inspect_cmd")
+SUBCOMMAND_MODULES = ("pipelines.prepare", "pipelines.audit", "pipelines.inspect_cmd", "pipelines.check_template_cmd")
 GLOBAL_FLAGS = {"--debug": "debug", "--verbose": "verbose", "-v": "verbose"}
 # loggers whose INFO/WARNING chatter is hidden unless -v
 NOISY_LOGGERS = ("apache_beam", "distributed", "dask", "datasets", "fsspec", "urllib3", "filelock",

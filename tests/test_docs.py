@@ -36,7 +36,7 @@ def _options(help_text: str) -> set[str]:
     return found - {"--help"}
 
 
-@pytest.mark.parametrize("command", [None, "prepare", "audit", "inspect"])
+@pytest.mark.parametrize("command", [None, "prepare", "audit", "inspect", "check-template"])
 def test_every_im_data_option_is_in_docs_cli(command):
     options = _options(_help("-m", "pipelines", *([command] if command else [])))
     assert len(options) >= 3

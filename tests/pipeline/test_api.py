@@ -89,10 +89,13 @@ def _imported_modules(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("command", ["prepare", "audit", "inspect_cmd"])
+COMMANDS = ("prepare", "audit", "inspect_cmd", "check_template_cmd")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_commands_do_not_import_each_other(command):
     imported = _imported_modules(REPO / "pipelines" / f"{command}.py")
-    others = {f"pipelines.{c}" for c in ("prepare", "audit", "inspect_cmd")} - {f"pipelines.{command}"}
+    others = {f"pipelines.{c}" for c in COMMANDS} - {f"pipelines.{command}"}
     assert "pipelines.options" in imported
     assert not imported & others
 

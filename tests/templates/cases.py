@@ -95,6 +95,36 @@ def _tool_conversation(arguments_as: str, reasoning: bool, content: Any, system:
     return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {len(msgs) - 3: [arg_tag]}, tools_tag)
 
 
+def _call(call_id: str, city: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+
+
+def _parallel_calls(system: bool) -> Case:
+    """[system,] user, assistant with two calls in one turn, two tool results, assistant answer."""
+    t = _Tags()
+    tools_tag, paris, rome = t(), t(), t()
+    msgs = [m("system", f"Use tools {t()}.")] if system else []
+    msgs += [m("user", f"Weather in Paris and Rome {t()}?"),
+             m("assistant", "", tool_calls=[_call("zq9call01", f"Paris {paris}"), _call("zq9call02", f"Rome {rome}")]),
+             m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
+             m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
+             m("assistant", f"Paris sunny, Rome rainy {t()}.")]
+    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {len(msgs) - 4: [paris, rome]}, tools_tag)
+
+
+def _multi_turn_calls() -> Case:
+    """user, call, result, call, result, answer: two tool rounds in one conversation."""
+    t = _Tags()
+    tools_tag, paris, rome = t(), t(), t()
+    msgs = [m("user", f"Weather in Paris, then Rome {t()}?"),
+            m("assistant", "", tool_calls=[_call("zq9call01", f"Paris {paris}")]),
+            m("tool", f"Sunny {t()}", tool_call_id="zq9call01", name="get_weather"),
+            m("assistant", "", tool_calls=[_call("zq9call02", f"Rome {rome}")]),
+            m("tool", f"Rainy {t()}", tool_call_id="zq9call02", name="get_weather"),
+            m("assistant", f"Paris sunny, Rome rainy {t()}.")]
+    return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {1: [paris], 3: [rome]}, tools_tag)
+
+
 def _reasoning(key: str, turns: int, kwargs: dict[str, Any] | None = None) -> Case:
     t = _Tags()
     msgs = []
@@ -121,6 +151,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "tool_call_args_object": lambda: _tool_conversation("object", False, "", False),
     "tool_call_args_string_no_system": lambda: _tool_conversation("string", False, "", False),
     "tool_call_reasoning": lambda: _tool_conversation("object", True, "", False),
+    "tool_parallel": lambda: _parallel_calls(False),
+    "system_tool_parallel": lambda: _parallel_calls(True),
+    "tool_multi_turn": _multi_turn_calls,
     "reasoning": lambda: _reasoning("reasoning_content", 1),
     "reasoning_alias_reasoning": lambda: _reasoning("reasoning", 1),
     "reasoning_alias_thinking": lambda: _reasoning("thinking", 1),

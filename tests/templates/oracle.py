@@ -40,7 +40,8 @@ CONTENT_ROLES = frozenset({SYSTEM, USER, TOOL, ASSISTANT, REASONING, TOOL_CALL})
 TRAINED = {"it": frozenset({ASSISTANT, ASSISTANT_END, REASONING, TOOL_CALL}),
            "im": frozenset({SYSTEM, USER, TOOL, ASSISTANT, ASSISTANT_END, REASONING, TOOL_CALL})}
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
-THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"))
+THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"), ("<|START_THINKING|>", "<|END_THINKING|>"),
+              ("<thought>", "</thought>"))
 MARKER = "\ue000"
 
 #: how each family wraps one rendered tool call: (text that opens it, text that closes it); ``None`` as the closer:
@@ -60,6 +61,15 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "deepseek_v3_1": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
     "granite3_3": ("<|tool_call|>", None),
     "command_r_plus_tool_use": ("\nAction:", None),  # the newline after the generation prompt opens the call
+    "llama4": ('{"name": ', None),
+    "qwen3_coder": ("<tool_call>", "</tool_call>"),
+    "qwen3_next": ("<tool_call>", "</tool_call>"),
+    "qwen3_5": ("<tool_call>", "</tool_call>"),
+    "qwq": ("<tool_call>", "</tool_call>"),
+    "nemotron_nano_v2": ("<TOOLCALL>", "</TOOLCALL>"),
+    "command_r7b": ("<|START_ACTION|>", "<|END_ACTION|>"),
+    "granite4": ("<tool_call>", "</tool_call>"),
+    "devstral": ("[TOOL_CALLS]", None),
 }
 
 
@@ -305,13 +315,19 @@ def _char_roles(render, messages, text, parts: _Parts, family, specials, call_ta
     for spans in parts.calls.values():
         for span in spans:
             paint(span, TOOL_CALL)
+        for (_, end), (start, _) in zip(spans, spans[1:]):  # calls of one turn apart by whitespace: one call block
+            if not text[end:start].strip():
+                paint((end, start), TOOL_CALL)
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         own = _own_spans(parts, i)
         if not own:
             continue
-        start = _output_start(render, messages, i, text, parts, family, specials, call_tags, own[0][0])
+        start = _output_start(render, messages, i, text, parts, family, specials, call_tags, own[0][0],
+                              _first_core(text, m, own[0][0]))
+        for c in range(own[0][0], start):  # the generation prompt is template, even where it opens a think block
+            roles[c] = TEMPLATE
         for c in range(start, own[-1][1]):
             if roles[c] == TEMPLATE:
                 roles[c] = ASSISTANT
@@ -320,8 +336,15 @@ def _char_roles(render, messages, text, parts: _Parts, family, specials, call_ta
 
 
 def _paint_empty_think_blocks(text: str, roles: list[int], start: int, end: int) -> None:
-    """``<think>…</think>`` the template emits in the output region without reasoning text: the tags are reasoning."""
+    """``<think>…</think>`` the template emits in the output region without reasoning text: the tags are reasoning.
+    A block the generation prompt opens (it ends with ``<think>``) and the output closes with nothing but whitespace
+    in between: the output's part of it (whitespace and the closing tag) is reasoning."""
     for open_tag, close_tag in THINK_TAGS:
+        if text[:start].rstrip().endswith(open_tag):
+            body = len(text[start:end]) - len(text[start:end].lstrip())
+            if text.startswith(close_tag, start + body) and all(
+                    r == ASSISTANT for r in roles[start:start + body + len(close_tag)]):
+                roles[start:start + body + len(close_tag)] = [REASONING] * (body + len(close_tag))
         at = text.find(open_tag, start, end)
         while at != -1:
             close = text.find(close_tag, at, end)
@@ -340,9 +363,22 @@ def _own_spans(parts: _Parts, i: int) -> list[tuple[int, int]]:
     return sorted(spans)
 
 
-def _output_start(render, messages, i, text, parts, family, specials, call_tags, first_part: int) -> int:
+def _first_core(text: str, message: dict[str, Any], first_part: int) -> int:
+    """Where the first part's own text starts: past the opening think tag a reasoning span includes (a generation
+    prompt may end with that tag)."""
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning.strip():
+        at = text.find(reasoning.strip(), first_part)
+        if at != -1:
+            return at
+    return first_part
+
+
+def _output_start(render, messages, i, text, parts, family, specials, call_tags, first_part: int,
+                  first_core: int) -> int:
     """Where the model starts generating assistant turn i: after the generation prompt, when the full render
-    continues the prompt's tail; else at the turn's first part."""
+    continues the prompt's tail (which may reach into the first part up to its own text, e.g. ``<think>\n``);
+    else at the turn's first part."""
     before = [e for j in range(i) for _, e in _own_spans(parts, j)]
     if not before:
         return first_part
@@ -357,7 +393,7 @@ def _output_start(render, messages, i, text, parts, family, specials, call_tags,
         return first_part
     tail = prompt[max(prompt_before):]
     prev_end = max(before)
-    if text.startswith(tail, prev_end) and prev_end + len(tail) <= first_part:
+    if text.startswith(tail, prev_end) and prev_end + len(tail) <= first_core:
         return prev_end + len(tail)
     return first_part
 

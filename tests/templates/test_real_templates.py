@@ -45,7 +45,8 @@ def test_provenance_matches_the_stored_templates():
     required = {"qwen2_5", "qwen3", "llama2", "llama3_1", "llama3_2", "mistral_v0_1", "mistral_v0_3", "mistral_nemo",
                 "mistral_small3_2", "mixtral", "gemma2", "gemma3", "phi3_5", "phi4", "deepseek_v3", "deepseek_r1",
                 "glm4", "internlm2", "command_r", "granite3_3", "smollm3", "olmo2", "tulu3", "yi", "zephyr",
-                "openchat"}
+                "openchat", "llama4", "qwen3_coder", "qwen3_next", "qwen3_5", "qwq", "nemotron_nano_v2", "command_r7b",
+                "granite4", "phi4_mini", "phi4_reasoning", "exaone3_5", "exaone_deep", "devstral"}
     assert required <= set(FAMILIES)
     stored = {p.name for p in real_tokenizers.REAL_DIR.glob("*.jinja")}
     assert stored == {e["file"] for e in real_tokenizers.families().values()}
@@ -106,7 +107,42 @@ def _first_difference(tokenizer, got: list[int], want: list[int]) -> str:
             f"want {tokenizer.decode(want[max(0, k - 5):k + 10])!r}")
 
 
-@pytest.mark.parametrize("case_name", sorted(CASES))
-@pytest.mark.parametrize("family", FAMILIES)
+_PART_A = "issue 16 part A (branch agent): "
+_AFTER_TOOL = _PART_A + "text the template writes in an assistant turn after a tool message is labelled unlike after a " \
+                        "user message"
+_CALL_AFTER_TOOL = _PART_A + "a tool call after a tool message is split across roles (its opening is template)"
+_R7B = _PART_A + "the call is taken to end inside the tool message (its header is trained as tool_call and " \
+                 "assistant_end), and the generation prompt's <|END_THINKING|> is labelled tool_call"
+_LLAMA4 = _PART_A + "the tool call's role reaches back over the content wrapper <|python_start|><|python_end|> the " \
+                    "template writes before the call"
+#: (family, case) -> why the encoder's labels differ from the oracle's today (strict: the case must fail)
+XFAIL: dict[tuple[str, str], str] = {
+    ("mistral_v0_3", "tool_multi_turn"): _AFTER_TOOL,
+    ("mistral_small3_2", "tool_multi_turn"): _CALL_AFTER_TOOL,
+    ("mistral_nemo", "tool_multi_turn"): _CALL_AFTER_TOOL,
+    **{("command_r7b", c): _R7B for c in ("tool_call_args_object", "tool_call_args_string_no_system",
+                                           "tool_parallel", "system_tool_parallel", "tool_multi_turn")},
+    **{("llama4", c): _LLAMA4 for c in ("tool_call_args_object", "tool_call_args_string_no_system",
+                                         "tool_parallel", "system_tool_parallel", "tool_multi_turn")},
+    ("qwen3_5", "reasoning_thinking_off"): "open question for issue 16 part A (branch agent): with "
+        "enable_thinking=False the generation prompt (<think>\\n\\n</think>\\n\\n) is not a prefix of the render; the "
+        "encoder makes the common part (<think>\\n) template, the oracle makes the whole think block reasoning",
+}
+
+
+def _cases():
+    for family in FAMILIES:
+        for case_name in sorted(CASES):
+            why = XFAIL.get((family, case_name))
+            marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+            yield pytest.param(family, case_name, marks=marks, id=f"{family}-{case_name}")
+
+
+def test_xfail_table_names_real_cases():
+    assert all(f in FAMILIES and c in CASES for f, c in XFAIL), sorted(set(XFAIL) - {(f, c) for f in FAMILIES
+                                                                                     for c in CASES})
+
+
+@pytest.mark.parametrize("family,case_name", list(_cases()))
 def test_real_template(family, case_name, real_tokenizer):
     _check(family, case_name, real_tokenizer(family))
