@@ -11,6 +11,7 @@ storage included).
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Iterator
 
@@ -25,7 +26,9 @@ from .config import PrepareConfig
 from .encode import REJECTS, make_reject, parse_payload
 from .read import RawRecord
 
-INDEX_FILE = "_decontam/ngrams.npz"
+LOG = logging.getLogger("im_data.prepare")
+INDEX_DIR = "_decontam"
+INDEX_FILE = f"{INDEX_DIR}/ngrams.npz"
 BENCHMARKS = "benchmarks"
 _INDEXES: dict[str, NgramIndex] = {}
 _LOCK = threading.Lock()
@@ -58,6 +61,17 @@ def load_index(path: str) -> NgramIndex:
         if path not in _INDEXES:
             _INDEXES[path] = NgramIndex.from_bytes(storage.read_bytes(path))
         return _INDEXES[path]
+
+
+def write_index(specs, n: int, max_record_bytes: int, work_dir: str) -> NgramIndex:
+    """Read the ``--decontaminate`` benchmarks once and write their n-gram index into the run folder."""
+    index = build_index(specs, n, max_record_bytes)
+    LOG.info("decontamination: %s distinct %d-grams from %d benchmark(s)", f"{len(index):,}", index.n,
+             len(index.benchmarks))
+    path = storage.join(work_dir, INDEX_FILE)
+    storage.makedirs(storage.parent(path))
+    storage.write_bytes_atomic(path, index.to_bytes())
+    return index
 
 
 class _DecontaminateFn(beam.DoFn):

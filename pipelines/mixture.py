@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
 import apache_beam as beam
 
-from im_data.mixture import copies, repeat_index
+from im_data.mixture import copies, parse_input_ratio, repeat_index
 
 from .config import PrepareConfig
 from .read import RawRecord, Source, plan_splits, read_split
@@ -18,6 +19,47 @@ def record_keys(sources: tuple[Source, ...], max_record_bytes: int) -> list[tupl
     """``(source, index)`` of every record of ``sources`` (one read pass, no parsing)."""
     return [(rec.source, rec.index) for split in plan_splits(tuple(sources), 1 << 62)
             for rec in read_split(split, max_record_bytes) if rec.index is not None]
+
+
+def local_path_exists(spec: str) -> bool:
+    """Whether ``spec`` names an existing local path (then an ``@R`` at its end is part of the name)."""
+    return os.path.lexists(os.path.expanduser(spec))
+
+
+def input_ratios(inputs) -> list[tuple[str, float | None]]:
+    """``[(spec, ratio or None), ...]`` of the INPUT arguments (raises ``ValueError`` for a bad ratio)."""
+    return [parse_input_ratio(spec, exists=local_path_exists) for spec in inputs]
+
+
+def mixture_plan(specs: list[tuple[str, float | None]], sources, max_record_bytes: int, seed: int) -> tuple:
+    """``((source label, whole, threshold), ...)`` for the inputs given with a ratio (``INPUT@R``): the plan of
+    :func:`im_data.mixture.plan_sampling` over all the records of the input (every file a glob matches), whose
+    indices are read once here."""
+    from im_data.mixture import plan_sampling
+
+    from .read import expand_inputs
+
+    labels = {s.label for s in sources}
+    out = []
+    for spec, ratio in specs:
+        if ratio is None:
+            continue
+        own = tuple(s for s in expand_inputs([spec]) if s.label in labels)
+        whole, threshold = plan_sampling(ratio, record_keys(own, max_record_bytes), seed)
+        out.extend((s.label, whole, threshold) for s in own)
+    return tuple(out)
+
+
+def mixture_ratios(inputs) -> dict[str, float]:
+    """``{source label: ratio}`` of the inputs given as ``INPUT@R`` (for the per-source table)."""
+    from .read import expand_inputs
+
+    out = {}
+    for spec in inputs:
+        bare, ratio = parse_input_ratio(spec, exists=local_path_exists)
+        if ratio is not None:
+            out.update((s.label, ratio) for s in expand_inputs([bare]))
+    return out
 
 
 class _SampleFn(beam.DoFn):

@@ -9,6 +9,7 @@ rows (in input order), so the packed bytes do not depend on the runner.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -42,6 +43,13 @@ def pack_shard(config: PrepareConfig, shard: dict[str, Any]) -> dict[str, Any]:
     del table, batches
     storage.remove(src)
     return dict(shard, path=rel, num_rows=writer.rows, sha256=sha256, documents=shard["num_rows"], tokens=tokens)
+
+
+def packing_limit(encoder, pack_length: int | None):
+    """With ``--pack-length N`` an example longer than N follows ``--truncation``: max length min(N, --max-length)."""
+    if pack_length is None or (encoder.max_length is not None and encoder.max_length <= pack_length):
+        return encoder
+    return dataclasses.replace(encoder, max_length=pack_length)
 
 
 def packing_stats(shards: list[dict[str, Any]], pack_length: int) -> dict[str, Any]:

@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 import time
 from typing import Any
 
 from im_data.limits import DEFAULT_MAX_RECORD_BYTES
-
-from im_data.mixture import parse_input_ratio
 
 from .options import (SHARD_FORMATS, PrepareOptions, RunnerOptions, UsageError, add_encoder_arguments,
                       add_runner_arguments, check_input_specs, encoder_options_from_args, parse_size,
@@ -121,10 +118,12 @@ def plan(options: PrepareOptions):
 
     from .config import PrepareConfig
     from .manifest import OutputError, check_output_dir
+    from .mixture import input_ratios, mixture_plan
+    from .pack import packing_limit
     from .read import InputError, expand_inputs
 
     try:
-        specs = [parse_input_ratio(s, exists=lambda p: os.path.lexists(os.path.expanduser(p))) for s in options.inputs]
+        specs = input_ratios(options.inputs)
     except ValueError as exc:
         raise usage_error(exc) from None
     check_input_specs([spec for spec, _ in specs] + list(options.decontaminate))
@@ -137,7 +136,7 @@ def plan(options: PrepareOptions):
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
         check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
         tok = options.encoder.load_tokenizer()
-        encoder_options = _packing_limit(options.encoder, options.pack_length).resolved(tok)
+        encoder_options = packing_limit(options.encoder, options.pack_length).resolved(tok)
         encoder = encoder_options.build(tok)
         config = PrepareConfig(sources=sources, work_dir="", output_dir=storage.normalize(options.output),
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
@@ -153,73 +152,27 @@ def plan(options: PrepareOptions):
     return config, encoder.metadata()
 
 
-def mixture_plan(specs: list[tuple[str, float | None]], sources, max_record_bytes: int, seed: int) -> tuple:
-    """``((source label, whole, threshold), ...)`` for the inputs given with a ratio (``INPUT@R``): the plan of
-    :func:`im_data.mixture.plan_sampling` over all the records of the input (every file a glob matches), whose
-    indices are read once here."""
-    from im_data.mixture import plan_sampling
-
-    from .mixture import record_keys
-    from .read import expand_inputs
-
-    labels = {s.label for s in sources}
-    out = []
-    for spec, ratio in specs:
-        if ratio is None:
-            continue
-        own = tuple(s for s in expand_inputs([spec]) if s.label in labels)
-        whole, threshold = plan_sampling(ratio, record_keys(own, max_record_bytes), seed)
-        out.extend((s.label, whole, threshold) for s in own)
-    return tuple(out)
-
-
-def write_benchmark_index(options: PrepareOptions, work_dir: str):
-    """Read the ``--decontaminate`` benchmarks once and write their n-gram index into the run folder."""
+def add_stage_stats(summary: dict[str, Any], config, inputs, index) -> None:
+    """The ``stats.json`` blocks of issue 18's stages (``sources``; ``decontamination``, ``packing`` when on), and
+    their scratch folders removed from the run folder."""
     from im_data import storage
 
-    from .decontam import INDEX_FILE, build_index
+    from .mixture import mixture_ratios
+    from .sources import source_accounting
 
-    index = build_index(options.decontaminate, options.decontaminate_ngram, options.max_record_bytes)
-    LOG.info("decontamination: %s distinct %d-grams from %d benchmark(s)", f"{len(index):,}", index.n,
-             len(index.benchmarks))
-    path = storage.join(work_dir, INDEX_FILE)
-    storage.makedirs(storage.parent(path))
-    storage.write_bytes_atomic(path, index.to_bytes())
-    return index
+    if index is not None:
+        from .decontam import INDEX_DIR, decontamination_stats
 
+        summary["stats"]["decontamination"] = decontamination_stats(index, summary.get("contamination") or {})
+        storage.remove_tree(storage.join(config.work_dir, INDEX_DIR))
+    summary["stats"]["sources"] = source_accounting(summary, [s.label for s in config.sources],
+                                                    mixture_ratios(inputs))
+    if config.pack_length:
+        from .pack import packing_stats
+        from .write import UNPACKED_DIR
 
-def mixture_ratios(inputs) -> dict[str, float]:
-    """``{source label: ratio}`` of the inputs given as ``INPUT@R`` (for the per-source table)."""
-    from .read import expand_inputs
-
-    out = {}
-    for spec in inputs:
-        bare, ratio = parse_input_ratio(spec, exists=lambda p: os.path.lexists(os.path.expanduser(p)))
-        if ratio is not None:
-            out.update((s.label, ratio) for s in expand_inputs([bare]))
-    return out
-
-
-def _packing_limit(encoder, pack_length: int | None):
-    """With ``--pack-length N`` an example longer than N follows ``--truncation``: max length min(N, --max-length)."""
-    if pack_length is None or (encoder.max_length is not None and encoder.max_length <= pack_length):
-        return encoder
-    return dataclasses.replace(encoder, max_length=pack_length)
-
-
-def source_accounting(summary: dict[str, Any], labels: list[str], ratios: dict[str, float]) -> dict[str, Any]:
-    """``stats.json`` ``sources``: read / written / rejected by reason per input source; their sums must be the
-    run's own counts (read, rejected by reason, rows written)."""
-    from .sources import source_table
-
-    per_source = summary.get("source_stats") or ({labels[0]: summary["stats"]} if len(labels) == 1 else {})
-    table = source_table(summary.get("sources") or {}, labels, ratios, per_source)
-    read = sum(s["read"] for s in table.values())
-    rejected = sum(s["rejected"] for s in table.values())
-    if read != summary["read"] or rejected != sum(int(r["count"]) for r in summary["rejects"]):
-        raise RuntimeError(f"per-source counts ({read} read, {rejected} rejected) differ from the run's; "
-                           "nothing is published")
-    return table
+        summary["stats"]["packing"] = packing_stats(summary["shards"], config.pack_length)
+        storage.remove_tree(storage.join(config.work_dir, UNPACKED_DIR))  # emptied folders of the packed shards
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -257,7 +210,12 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
     stage_config = dataclasses.replace(stage_config, work_dir=work_dir)
     keep = False
     try:
-        index = write_benchmark_index(options, work_dir) if options.decontaminate else None
+        index = None
+        if options.decontaminate:
+            from .decontam import write_index
+
+            index = write_index(options.decontaminate, options.decontaminate_ngram, options.max_record_bytes,
+                                work_dir)
         started = time.perf_counter()
         with watching(progress, stage_config.sources, num_shards=stage_config.num_shards) as progress_dir:
             execute(dataclasses.replace(stage_config, progress_dir=progress_dir), options.runner, pipeline_options)
@@ -265,19 +223,7 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
         summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
-        if index is not None:
-            from .decontam import decontamination_stats
-
-            summary["stats"]["decontamination"] = decontamination_stats(index, summary.get("contamination") or {})
-            storage.remove_tree(storage.join(work_dir, "_decontam"))
-        summary["stats"]["sources"] = source_accounting(summary, [s.label for s in stage_config.sources],
-                                                        mixture_ratios(options.inputs))
-        if stage_config.pack_length:
-            from .pack import packing_stats
-            from .write import UNPACKED_DIR
-
-            summary["stats"]["packing"] = packing_stats(summary["shards"], stage_config.pack_length)
-            storage.remove_tree(storage.join(work_dir, UNPACKED_DIR))  # emptied folders of the packed shards
+        add_stage_stats(summary, stage_config, options.inputs, index)
         manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
                                   inputs=[s.label for s in stage_config.sources], package_version=im_data.__version__,
                                   eval_fraction=stage_config.eval_fraction, pack_length=stage_config.pack_length)

@@ -113,3 +113,16 @@ def source_lines(sources: dict[str, dict[str, Any]]) -> list[str]:
                      f"{s['rejected']:,}{f' ({reasons})' if reasons else ''}, share {share}, tokens "
                      f"{s.get('tokens', 0):,}, ratio {dr}, recommendation {rec}")
     return lines
+
+
+def source_accounting(summary: dict[str, Any], labels: list[str], ratios: dict[str, float]) -> dict[str, Any]:
+    """``stats.json`` ``sources``: read / written / rejected by reason per input source; their sums must be the
+    run's own counts (read, rejected by reason, rows written)."""
+    per_source = summary.get("source_stats") or ({labels[0]: summary["stats"]} if len(labels) == 1 else {})
+    table = source_table(summary.get("sources") or {}, labels, ratios, per_source)
+    read = sum(s["read"] for s in table.values())
+    rejected = sum(s["rejected"] for s in table.values())
+    if read != summary["read"] or rejected != sum(int(r["count"]) for r in summary["rejects"]):
+        raise RuntimeError(f"per-source counts ({read} read, {rejected} rejected) differ from the run's; "
+                           "nothing is published")
+    return table
