@@ -24,7 +24,6 @@ from .options import (DEFAULT_SCATTER_SAMPLE, AuditOptions, UsageError, add_enco
                       check_input_specs, encoder_options_from_args, plain_description, runner_options_from_args,
                       usage_error)
 from .shard_dir import is_shard_dir, open_prepared, shard_dir_error
-from .sources import source_lines
 
 class AuditError(UsageError):
     """Bad input or setup: reported as one line on stderr with exit status 2."""
@@ -380,6 +379,8 @@ def audit(config: AuditOptions, pipeline_options: Any = None, *, progress=None) 
             info["read"] += manifest.counts.read
             for reason, c in manifest.counts.rejected_by_reason.items():
                 info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
+            from .sources import source_lines  # imports Beam: not at module level (audit --help stays light)
+
             info.setdefault("source_lines", []).extend(source_lines(manifest.sources))
     configs = _configs(datasets, options)
     if configs:
