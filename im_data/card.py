@@ -17,6 +17,7 @@ Pure: builds text from a :class:`im_data.dataset.Manifest` and the ``stats.json`
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping
 
 import yaml
@@ -166,8 +167,27 @@ def _recommendation_section(stats: Mapping[str, Any]) -> str:
     return out + f"\n\n_{rec.caveat} ({rec.citation})._"
 
 
-def _train_section(m: Manifest, where: str) -> str:
-    out = ("## How to train\n\nWith the per-token loss weights (any policy):\n\n```bash\n"
+HUB_PREFIX = "hf://datasets/"
+
+
+def dataset_reference(location: str | None) -> tuple[str, str]:
+    """How the card's commands name the dataset, and the sentence that says where to run them: ``./NAME`` for a
+    local folder NAME (run from the folder that holds it, so the commands hold wherever the folder is moved or
+    copied; ``.`` would do for neither ``datasets`` nor TRL, which name a dataset after its path), the hub name for
+    ``hf://datasets/ORG/NAME``, the URL for other object storage, ``DIR`` when unknown."""
+    if not location:
+        return "DIR", ""
+    if location.startswith(HUB_PREFIX):
+        return "/".join(location[len(HUB_PREFIX):].split("/")[:2]), ""
+    if "://" in location:
+        return location.rstrip("/"), ""
+    where = f"./{location.rstrip('/').replace(os.sep, '/').rsplit('/', 1)[-1]}"
+    return where, (f"Run these commands in the folder that holds this one (`{where}` is this folder, wherever it is "
+                   "moved or copied; on a dataset hub, use the dataset's name instead).\n\n")
+
+
+def _train_section(m: Manifest, where: str, note: str = "") -> str:
+    out = (f"## How to train\n\n{note}With the per-token loss weights (any policy):\n\n```bash\n"
            f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n\n")
     binary = m.policy_is_binary
     packed = " --padding_free True --max_length None" if m.pack_length else ""
@@ -192,10 +212,10 @@ def _columns_section(m: Manifest) -> str:
 
 def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | None = None) -> str:
     """The whole ``README.md``: YAML header, then the sections. ``location`` (the output directory or URL) names
-    the dataset and goes into the commands; ``DIR`` when not given."""
+    the dataset; the commands name it as :func:`dataset_reference` says (``DIR`` when not given)."""
     header = yaml.safe_dump(card_metadata(manifest), sort_keys=False, default_flow_style=False)
-    where = location or "DIR"
-    name = where.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
+    where, note = dataset_reference(location)
+    name = location.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
     rows = manifest.splits.get(TRAIN_SPLIT, 0)
     held = (f"{rows:,} packed rows of at most {manifest.pack_length:,} tokens" if manifest.pack_length
             else f"{rows:,} examples")
@@ -203,7 +223,6 @@ def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | No
              f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {held}. "
              "`manifest.json` (written last) lists every file with its sha256.")
     sections = [intro, _made_section(manifest), _counts_section(manifest), _sources_section(stats),
-                _decontamination_section(stats),
-                _lengths_section(stats),
-                _recommendation_section(stats), _train_section(manifest, where), _columns_section(manifest)]
+                _decontamination_section(stats), _lengths_section(stats), _recommendation_section(stats),
+                _train_section(manifest, where, note), _columns_section(manifest)]
     return f"---\n{header}---\n\n" + "\n\n".join(s for s in sections if s) + "\n"

@@ -444,6 +444,8 @@ def iter_file_batches(path: str, fmt: str | None = None, columns: Sequence[str] 
                 batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
             for batch in batches:
                 yield batch.select(cols) if cols else batch
+    except GeneratorExit:  # a reader stopped early (also at interpreter exit, when `pa` may be torn down)
+        raise
     except FileNotFoundError:
         raise ManifestError(f"{path}: listed by the manifest but missing") from None
     except (OSError, pa.ArrowException, KeyError) as exc:

@@ -40,6 +40,17 @@ TRUNCATION_MODES = ("keep_start", "drop")
 IGNORE_INDEX = -100
 
 
+def labels_from_weights(input_ids: Any, loss_weights: Any) -> Any:
+    """The one labels rule: ``input_ids`` where the loss weight is > 0, else :data:`IGNORE_INDEX` (-100).
+
+    Works on numpy arrays (the shards, the TRL plugin's Arrow batches; the result keeps ``input_ids``' integer
+    type) and on torch tensors (the collators; duck-typed, so that this module never imports torch)."""
+    if hasattr(input_ids, "masked_fill"):  # a torch tensor
+        return input_ids.masked_fill(~(loss_weights > 0), IGNORE_INDEX)
+    ids = np.asarray(input_ids)
+    return np.where(np.asarray(loss_weights) > 0, ids, IGNORE_INDEX).astype(ids.dtype, copy=False)
+
+
 @dataclasses.dataclass
 class EncodedExample:
     """One encoded record. Arrays are aligned token for token (no shift)."""
@@ -59,7 +70,7 @@ class EncodedExample:
 
     @property
     def labels(self) -> np.ndarray:
-        return np.where(self.loss_weights > 0, self.input_ids, IGNORE_INDEX).astype(np.int32)
+        return labels_from_weights(self.input_ids, self.loss_weights).astype(np.int32, copy=False)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -262,7 +273,7 @@ class Encoder:
                 if found is not None:
                     raise RecordError("special_token_in_content",
                                       f"message {j} (assistant) tool call {k}: its arguments contain the special "
-                                      f"token {found!r}; pass allow_special_tokens to accept it")
+                                      f"token {found!r}; pass --allow-special-tokens to accept it")
 
     def tokenize(self, prepared: "PreparedBatch") -> list[Any]:
         """Stage 2 (Rust): one batch call of the fast tokenizer, with offsets. Releases the GIL."""
@@ -318,7 +329,7 @@ class Encoder:
             errors[r] = RecordError("special_token_in_content",
                                     f"{Role(int(roles[t])).label} content contains the special token "
                                     f"{convs[r].text[s0:e0]!r} (id {int(batch.ids[t])}, token {local}); "
-                                    "pass allow_special_tokens to accept it")
+                                    "pass --allow-special-tokens to accept it")
 
     def _truncate(self, batch: "_TokenArrays", errors: dict[int, RecordError]) -> tuple[np.ndarray, np.ndarray]:
         """Tokens kept per record (``max_length``, keep_start) and the kept-token mask; truncation=drop rejects."""
@@ -326,8 +337,8 @@ class Encoder:
         if self.max_length is not None:
             if self.truncation == "drop":
                 for r in np.flatnonzero(batch.counts > self.max_length).tolist():
-                    errors.setdefault(r, RecordError("too_long", f"{int(batch.counts[r])} tokens > max_length "
-                                                                 f"{self.max_length} (truncation=drop)"))
+                    errors.setdefault(r, RecordError("too_long", f"{int(batch.counts[r])} tokens > --max-length "
+                                                                 f"{self.max_length} (--truncation drop)"))
             keep_len = np.minimum(batch.counts, self.max_length)
         position = np.arange(batch.ids.size) - np.repeat(batch.starts, batch.counts)
         return keep_len, position < np.repeat(keep_len, batch.counts)
@@ -363,7 +374,7 @@ class Encoder:
         """Truncation that cut the output to nothing is too_long; nothing weighted is no_trainable_tokens."""
         cut = counts["truncated"] & (counts["kept"][:, OUTPUT_MASK].sum(axis=1) == 0)
         for r in np.flatnonzero(cut).tolist():
-            errors.setdefault(r, RecordError("too_long", f"truncation to max_length {self.max_length} cut the "
+            errors.setdefault(r, RecordError("too_long", f"truncation to --max-length {self.max_length} cut the "
                                                          "output to nothing"))
         for r in np.flatnonzero(counts["trainable"] == 0).tolist():
             errors.setdefault(r, RecordError("no_trainable_tokens", "no token has a positive weight under "

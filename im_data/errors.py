@@ -6,6 +6,8 @@ output keyed by that code; nothing is swallowed and nothing else is fatal.
 
 from __future__ import annotations
 
+from typing import Any, Iterable, Mapping
+
 #: Stable reason codes, with a one-line meaning each (documented in docs/OUTPUT.md; tests/test_docs.py keeps the table complete).
 REASONS: dict[str, str] = {
     "invalid_json": "the line or file is not valid JSON (or not valid UTF-8)",
@@ -19,18 +21,52 @@ REASONS: dict[str, str] = {
     "template_error": "the chat template failed to render, dropped a message's content, or rendered a value "
                       "differently from the value (the message names the message and field)",
     "unrendered_field": "the chat template does not render a data field of the record (reasoning, tool calls, tools, "
-                        "an extra message field); allow it with allow_unrendered / --allow-unrendered FIELD",
+                        "an extra message field); allow it with --allow-unrendered FIELD",
     "special_token_in_content": "a message contains a special-token string of the tokenizer",
-    "too_long": "the record exceeds max_length (truncation=drop), or truncation cut its output to nothing",
+    "too_long": "the record exceeds --max-length (--truncation drop), or truncation cut its output to nothing",
     "no_trainable_tokens": "no token has a positive loss weight",
     "read_error": "the input could not be read (missing, unreadable or corrupt file)",
-    "too_large": "the raw record is larger than max_record_bytes (checked while reading, before parsing)",
+    "too_large": "the raw record is larger than --max-record-bytes (checked while reading, before parsing)",
     "duplicate": "with --dedup exact: the same conversation (after format conversion, whitespace normalised) as an "
                  "earlier record in input order, whose example_id the message names",
     "contaminated": "with --decontaminate: the instruction or output side shares a word n-gram with a benchmark "
                     "record (the message names the side, the n-gram, the benchmark and the record)",
     "internal_error": "an unexpected exception while processing this record (its type and message are given)",
 }
+
+
+#: The built-in chat template that renders tools, tool calls, tool results and reasoning
+#: (``im_data/templates/chatml_tools.jinja``): what a reject suggests when another template cannot render them.
+TOOLS_TEMPLATE = "chatml_tools"
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+def structured_parts(messages: Any = (), tools: Any = None, fields: Iterable[str] = ()) -> list[str]:
+    """What a record holds that only some templates render, in words and in this order: ``tools``, ``tool
+    calls``, ``tool results``, ``reasoning``; from its messages and ``tools`` list, or from field names."""
+    names = set(fields)
+    for m in messages or ():
+        if isinstance(m, Mapping):
+            names |= {k for k, v in m.items() if v not in (None, "", [])}
+            if m.get("role") == "tool":
+                names.add("tool")
+    if tools:
+        names.add("tools")
+    words = {"tools": "tools", "tool_calls": "tool calls", "function_call": "tool calls", "tool": "tool results",
+             **{k: "reasoning" for k in _REASONING_KEYS}}
+    found = {words[n] for n in names if n in words}
+    return [w for w in ("tools", "tool calls", "tool results", "reasoning") if w in found]
+
+
+def template_hint(template_name: str, parts: list[str]) -> str:
+    """``; the built-in chat template chatml_tools renders the record's tool calls (--chat-template
+    chatml_tools)``, for a reject of a record holding ``parts`` (:func:`structured_parts`) under another
+    template; else ``""``."""
+    if not parts or template_name == TOOLS_TEMPLATE:
+        return ""
+    what = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return (f"; the built-in chat template {TOOLS_TEMPLATE} renders the record's {what} "
+            f"(--chat-template {TOOLS_TEMPLATE})")
 
 
 class RecordError(ValueError):

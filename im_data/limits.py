@@ -7,7 +7,7 @@
 >>> bound.check("x" * 81)
 Traceback (most recent call last):
 ...
-im_data.errors.RecordError: [too_long] the rendered text has 81 bytes > max_length 16 × 5 bytes (the longest token); rejected without tokenizing it (truncation=drop)
+im_data.errors.RecordError: [too_long] the rendered text has 81 bytes > --max-length 16 × 5 bytes (the longest token); rejected without tokenizing it (--truncation drop)
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class LengthBound:
             return
         size = len(text) if len(text) > limit else len(text.encode("utf-8", "surrogatepass"))
         if size > limit:
-            raise RecordError("too_long", f"the rendered text has {size} bytes > max_length {self.max_length} × "
+            raise RecordError("too_long", f"the rendered text has {size} bytes > --max-length {self.max_length} × "
                                           f"{self.token_bytes} bytes (the longest token); rejected without "
-                                          "tokenizing it (truncation=drop)")
+                                          "tokenizing it (--truncation drop)")
 
 
 def check_length_bound(text: str, bound: LengthBound | None) -> None:

@@ -156,5 +156,8 @@ def parse_weight_overrides(items: list[str] | None) -> dict[str, float]:
         role = role.strip()
         if role not in ROLE_LABELS:
             raise ValueError(f"unknown role {role!r} in --weights; expected one of {ROLE_LABELS}")
-        out[role] = float(value)
+        try:
+            out[role] = float(value)
+        except ValueError:
+            raise ValueError(f"--weights expects ROLE=W with W a number, got {item!r}") from None
     return out

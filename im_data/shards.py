@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .encode import IGNORE_INDEX, EncodedExample
+from .encode import EncodedExample, labels_from_weights
 
 SHARD_SCHEMA_VERSION = 1
 LIST_COLUMNS = {"input_ids": pa.int32(), "labels": pa.int32(), "loss_weights": pa.float32(), "roles": pa.int8()}
@@ -56,7 +56,7 @@ def examples_to_record_batch(examples: Sequence[EncodedExample], example_ids: Se
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32), pa.int32())
     ids = np.concatenate([e.input_ids for e in examples]) if examples else np.zeros(0, np.int32)
     weights = np.concatenate([e.loss_weights for e in examples]) if examples else np.zeros(0, np.float32)
-    labels = np.where(weights > 0, ids, IGNORE_INDEX).astype(np.int32)
+    labels = labels_from_weights(ids, weights).astype(np.int32, copy=False)
     columns = {
         "input_ids": pa.ListArray.from_arrays(offsets, pa.array(ids.astype(np.int32, copy=False), pa.int32())),
         "labels": pa.ListArray.from_arrays(offsets, pa.array(labels, pa.int32())),

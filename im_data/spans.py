@@ -48,7 +48,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .errors import RecordError, TemplateError
+from .errors import RecordError, TemplateError, structured_parts, template_hint
 from .messages import REASONING_ALIASES, REASONING_KEY, Conversation, TextField, message_fields, opaque_fields
 from .roles import ROLE_CODES, Role
 from .templates import ChatTemplate
@@ -602,7 +602,8 @@ def _describe(f: TextField, conversation: Conversation) -> str:
 
 def _unrendered(template: ChatTemplate, where: str, field: str) -> RecordError:
     return RecordError("unrendered_field", f"chat template {template.name!r} does not render {where}; pass "
-                                           f"allow_unrendered={field!r} (--allow-unrendered {field}) to accept that")
+                                           f"--allow-unrendered {field} to accept that"
+                                           + template_hint(template.name, structured_parts(fields=[field])))
 
 
 def find_spans(template: ChatTemplate, messages: Sequence[Mapping[str, Any]] | Conversation,

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import TemplateError
+from .errors import TemplateError, structured_parts, template_hint
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
 BUILTIN_TEMPLATES = ("tulu", "chatml", "llama3", "llama2", "mistral", "zephyr", "gemma", "alpaca", "chatml_tools")
@@ -84,6 +84,7 @@ class ChatTemplate:
             raise
         except Exception as exc:  # jinja2 TemplateError, raise_exception(), TypeError on bad content ...
             raise TemplateError(f"chat template {self.name!r} failed to render {len(messages)} message(s): "
-                                f"{type(exc).__name__}: {exc}") from None
+                                f"{type(exc).__name__}: {exc}"
+                                + template_hint(self.name, structured_parts(messages, tools))) from None
 
 

@@ -250,8 +250,7 @@ def build_audit_pipeline(p, configs: list[Any], results_dir: str, sample_size: i
         progress = config.progress_dir
         stats = report_progress(encoded.stats | f"{d}/ComputeStats" >> ComputeStats(), progress, "encode_done",
                                 f"{d}/ProgressEncoded")
-        rows = report_progress(encoded.rows, progress, "rows", f"{d}/ProgressRows")
-        dead = report_progress(encoded.rejects, progress, "rejects", f"{d}/ProgressRejects")
+        rows, dead = encoded.rows, encoded.rejects  # their progress is reported by EncodeExamples itself
         read = records | f"{d}/CountRecords" >> CountRecords()
         rejects = (dead
                    | f"{d}/RejectReason" >> beam.Map(lambda r: r["reason"]).with_output_types(str)

@@ -144,16 +144,14 @@ def build_pipeline(p: beam.Pipeline, config: PrepareConfig) -> dict[str, beam.PC
     if dropped:
         all_rejects = ([*dropped, encoded.rejects]
                        | "AllRejects" >> beam.Flatten().with_output_types(dict[str, Any]))
-    progress = config.progress_dir
-    rows = report_progress(encoded.rows, progress, "rows", "ProgressRows")
-    shards = rows | "WriteShards" >> WriteShards(config)
+    progress = config.progress_dir  # records, tokens and rejects are reported by EncodeExamples itself
+    shards = encoded.rows | "WriteShards" >> WriteShards(config)
     if config.pack_length:
         shards = shards | "PackShards" >> PackShards(config)
     shards = report_progress(shards, progress, "merged", "ProgressMerged")
     stats = report_progress(encoded.stats | "ComputeStats" >> ComputeStats(), progress, "encode_done",
                             "ProgressEncoded")
-    rejects = report_progress(all_rejects, progress, "rejects", "ProgressRejects")
-    reject_files = rejects | "WriteRejects" >> WriteRejects(config.work_dir)
+    reject_files = all_rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
     by_source = ((records, all_rejects, available) if config.mixture else (records, all_rejects)) \
         | "CountBySource" >> CountBySource()

@@ -12,15 +12,19 @@ transform to a ``dask.bag`` operation, but (checked against Beam 2.77 with a thr
 3. it strips the tag of tagged outputs, so a consumer of ``result.rejects`` also receives the main output.
 
 This subclass keeps the stock translations and fixes those three points: it computes every leaf bag,
-collects outputs after ``finish_bundle`` and routes tagged outputs to their own consumers only. Nothing
-else changes (same options: ``--dask_client_address``, ``--dask_npartitions``, ...).
+collects outputs after ``finish_bundle`` and routes tagged outputs to their own consumers only. It also hands
+the leaves to Dask together (the stock ``dask.optimize(*leaves)`` first gives each leaf its own copy of the
+stages they share, so every record was read and encoded once per sink), and, without ``-v``, keeps Beam's
+import-time warnings off the workers' stderr (:mod:`pipelines.dask_logs`). Nothing else changes (same options:
+``--dask_client_address``, ``--dask_npartitions``, ...).
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import dataclasses
+import functools
+import logging
 import typing as t
 
 import apache_beam as beam
@@ -120,11 +124,17 @@ class DaskRunner(_stock.DaskRunner):
         dask_options = options.view_as(_stock.DaskOptions).get_all_options(drop_default=True, current_only=True)
         bag_kwargs = _stock.DaskOptions._extract_bag_kwargs(dask_options)
         client = ddist.Client(**dask_options)
+        if logging.getLogger("im_data").getEffectiveLevel() > logging.INFO:  # without -v: no import-time warnings
+            from .dask_logs import QuietBeamImports
+
+            client.register_plugin(QuietBeamImports())
         pipeline.replace_all(_stock.dask_overrides())
         visitor = self.to_dask_bag_visitor(bag_kwargs)
         pipeline.visit(visitor)
-        leaves = visitor.leaves()
-        futures = client.compute(list(dask.optimize(*leaves)))
+        # the leaves computed together, so the stages they share run once (``dask.optimize(*leaves)`` first, as
+        # the stock runner does, gives each leaf its own copy of the shared stages: every record read and
+        # encoded once per sink)
+        futures = client.compute(visitor.leaves())
         return _stock.DaskRunnerResult(client, futures)
 
 

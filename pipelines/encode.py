@@ -143,6 +143,11 @@ class _EncodeBatchFn(beam.DoFn):
         # the position of each input: with the record index, the rows' order key (see pipelines.write)
         self.positions = {source.label: i for i, source in enumerate(self.config.sources)}
         self.progress = _Progress()
+        self.reporter = None
+        if self.config.progress_dir:
+            from .progress import _Reporter
+
+            self.reporter = _Reporter.get(self.config.progress_dir)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="im-data-tokenize")
 
     def teardown(self) -> None:
@@ -162,10 +167,11 @@ class _EncodeBatchFn(beam.DoFn):
                 raw = None if isinstance(rec.payload, RecordError) else rec.payload
                 yield pvalue.TaggedOutput(REJECTS, make_reject(rec, exc, raw))
         if not todo:
+            self._report(batch, 0, len(batch))
             return
         prepared = self.encoder.prepare([p for _, p in todo])
         future = self.pool.submit(self.encoder.tokenize, prepared)
-        previous, self.pending = self.pending, (todo, prepared, future)
+        previous, self.pending = self.pending, (todo, prepared, future, batch)
         if previous is not None:
             yield from self._complete(*previous)
 
@@ -177,8 +183,21 @@ class _EncodeBatchFn(beam.DoFn):
                     yield pvalue.TaggedOutput(out.tag, WindowedValue(out.value, MIN_TIMESTAMP, [GlobalWindow()]))
                 else:
                     yield WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()])
+        if self.reporter is not None:
+            self.reporter.flush(force=True)
 
-    def _complete(self, todo, prepared, future) -> Iterator[Any]:
+    def _report(self, batch: list[RawRecord], tokens: int, rejected: int) -> None:
+        """Live progress (``pipelines.progress``): a batch's records, bytes, tokens and rejects, counted here as the
+        batch is done and written in one flush, so the display never shows records without their tokens (a runner
+        that runs each stage over a whole partition, like Dask, would otherwise count every record before any
+        is encoded)."""
+        if self.reporter is not None:
+            self.reporter.add_records(batch)
+            self.reporter.add("tokens", tokens)
+            self.reporter.add("rejected", rejected)
+            self.reporter.flush()
+
+    def _complete(self, todo, prepared, future, batch) -> Iterator[Any]:
         from im_data import LengthStats, RecordError
         from im_data.shards import examples_to_record_batch
 
@@ -203,7 +222,9 @@ class _EncodeBatchFn(beam.DoFn):
             yield pvalue.TaggedOutput(STATS, stats)
             if len(self.config.sources) > 1:
                 yield from self._source_stats(good, kept)
-        self.progress.add(len(todo), sum(len(e) for e in good))
+        tokens = sum(len(e) for e in good)
+        self.progress.add(len(todo), tokens)
+        self._report(batch, tokens, len(batch) - len(good))
 
 
     @staticmethod
@@ -249,11 +270,8 @@ class EncodeExamples(beam.PTransform):
         self.config = config
 
     def expand(self, records):
-        from .progress import report_progress
-
         n = self.config.batch_size
         batches = records | "Batch" >> beam.BatchElements(min_batch_size=n, max_batch_size=n,
                                                           element_size_fn=lambda rec: record_weight(rec, n))
-        batches = report_progress(batches, self.config.progress_dir, "batch", "ProgressRead")
         return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, SOURCE_STATS,
                                                                                           main="rows")

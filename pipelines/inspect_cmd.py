@@ -134,7 +134,7 @@ def find_shard_row(prepared, index: int | None, example_id: str | None) -> tuple
     except ManifestError as exc:
         raise shard_dir_error(exc) from None
     if example_id is not None:
-        raise InspectError(f"{prepared.root}: no example with example_id {example_id!r}")
+        raise InspectError(f"{prepared.root}: no example has example_id {example_id!r} (--example-id)")
     raise InspectError(f"{prepared.root}: --index {index} is out of range ({total:,} examples)")
 
 
@@ -157,8 +157,28 @@ def view_from_shard_dir(path: str, args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------------------------- raw
+def label_aliases(source) -> list[str]:
+    """Every label ``prepare`` may have given the records of a local ``source`` when run from another folder:
+    the label as given here, then the path relative to the current folder, absolute (also with symbolic links
+    resolved) and every trailing part of those (``x.jsonl``, ``repo/x.jsonl``, ...); a URL or hub dataset
+    only has its own label. Example ids hash the label, so an id made from ``x.jsonl`` is found through
+    ``../repo/x.jsonl`` too."""
+    labels = [source.label]
+    if source.kind == "hub" or "://" in source.path:
+        return labels
+    given = os.path.normpath(source.path)
+    suffix = source.label[len(given):] if source.label.startswith(given) else ""  # a DatasetDict's "[split]"
+    for path in (os.path.abspath(source.path), os.path.realpath(source.path)):
+        labels.append(os.path.relpath(path) + suffix)
+        parts = path.strip(os.sep).split(os.sep)
+        labels += [os.path.join(*parts[i:]) + suffix for i in range(len(parts) - 1, -1, -1)]
+        labels.append(path + suffix)
+    return list(dict.fromkeys(labels))
+
+
 def find_raw_record(spec: str, index: int | None, example_id: str | None):
-    """``(RawRecord, position)`` of the N-th record (reading order) or the one with ``example_id``."""
+    """``(RawRecord, position, label)`` of the N-th record (reading order) or the one with ``example_id``;
+    ``label``: the source label the id was made from (:func:`label_aliases`; the record's own for ``--index``)."""
     from im_data.shards import example_id as make_id
     from .read import InputError, expand_inputs, plan_splits, read_split
 
@@ -166,6 +186,7 @@ def find_raw_record(spec: str, index: int | None, example_id: str | None):
         sources = expand_inputs([spec])
     except InputError as exc:
         raise InspectError(str(exc).splitlines()[0]) from None
+    aliases = {s.label: label_aliases(s) for s in sources}
     want = 0 if index is None and example_id is None else index
     position = 0
     for split in plan_splits(sources, 1 << 62):
@@ -174,15 +195,20 @@ def find_raw_record(spec: str, index: int | None, example_id: str | None):
             if rec.index is None:
                 raise InspectError(f"unreadable input: {rec.source}: {getattr(err, 'message', err)}".splitlines()[0])
             if example_id is not None:
-                if make_id(rec.source, rec.index) == example_id:
-                    return rec, position
+                for label in aliases.get(rec.source, [rec.source]):
+                    if make_id(label, rec.index) == example_id:
+                        return rec, position, label
             elif position == want:
-                return rec, position
+                return rec, position, rec.source
             position += 1
     if position == 0:
         raise InspectError(f"{spec}: the input holds no records")
     if example_id is not None:
-        raise InspectError(f"{spec}: no record with example_id {example_id!r}")
+        tried = sorted({a for labels in aliases.values() for a in labels}, key=len)
+        raise InspectError(f"{spec}: no record has example_id {example_id!r} (ids hash the input path as prepare was "
+                           f"given it and the line/row; tried {len(tried)} spellings of this path, e.g. "
+                           f"{', '.join(tried[:3])}); the record is in another input, or inspect the prepared folder "
+                           f"instead: im-data inspect OUTPUT_DIR --example-id {example_id}")
     raise InspectError(f"{spec}: --index {index} is out of range ({position:,} records)")
 
 
@@ -200,7 +226,7 @@ def view_from_raw(spec: str, args: argparse.Namespace):
     except (TokenizerLoadError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     policy = options.policy
-    rec, position = find_raw_record(spec, args.index, args.example_id)
+    rec, position, label = find_raw_record(spec, args.index, args.example_id)
     where = f"{rec.source}, record {position} (line/row {rec.index})"
     try:
         payload = rec.payload
@@ -211,7 +237,9 @@ def view_from_raw(spec: str, args: argparse.Namespace):
         ex = encoder.encode(payload)
     except RecordError as exc:
         raise InspectError(f"{where} is rejected: [{exc.reason}] {exc.message}".splitlines()[0]) from None
-    meta = {"example_id": make_id(rec.source, rec.index), "index": position, "tokens": len(ex),
+    meta = {"example_id": make_id(label, rec.index), "index": position, "tokens": len(ex),
             "instruction tokens": ex.num_instruction_tokens, "output tokens": ex.num_output_tokens,
             "truncated": ex.truncated, "policy": policy.name, "template": encoder.template.name}
+    if label != rec.source:  # the id was made from another spelling of this file's path
+        meta["example_id"] += f" (of {label})"
     return view_from_example(ex, tok, title=f"{rec.source} · example {position}", meta=meta)

@@ -282,12 +282,16 @@ def policy_from_args(args: argparse.Namespace) -> WeightPolicy:
         raise UsageError("--prompt-weight/--response-weight need --mode wit")
     if mode == "wit" and prompt_weight is None:
         raise UsageError("--mode wit needs --prompt-weight X (e.g. --prompt-weight 0.1)")
+    flags = "--mode" + ("/--prompt-weight/--response-weight" if mode == "wit" else "")
     try:
         policy = WeightPolicy.preset(mode, prompt_weight=prompt_weight, response_weight=response_weight,
                                      last_assistant_only=bool(getattr(args, "last_assistant_only", False)))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{flags}: {exc}") from None
+    try:
         return policy.with_weights(parse_weight_overrides(getattr(args, "weights", None)))
     except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{flags}/--weights: {exc}" if "--weights" not in str(exc) else str(exc)) from None
 
 
 def encoder_options_from_args(args: argparse.Namespace) -> EncoderOptions:

@@ -220,8 +220,6 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         with watching(progress, stage_config.sources, num_shards=stage_config.num_shards) as progress_dir:
             execute(dataclasses.replace(stage_config, progress_dir=progress_dir), options.runner, pipeline_options)
         pipeline_s = time.perf_counter() - started
-        if progress is not None:
-            progress.phase(f"publishing to {stage_config.output_dir}")
         summary = add_reject_tables(work_dir, read_summary(work_dir), stage_config.format)
         add_stage_stats(summary, stage_config, options.inputs, index)
         manifest = build_manifest(summary, meta, tokenizer_name=options.encoder.tokenizer, fmt=stage_config.format,
@@ -231,9 +229,15 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         problem = reject_rate_problem(manifest.counts, options.max_reject_rate)
         if problem:
             keep = True
-            rejects = storage.join(keep_failed_run(work_dir, summary["stats"]), "rejects")
-            raise RejectRateError(f"{problem}; nothing was published. The rejected records are in {rejects}",
-                                  result, rejects)
+            if progress is not None:  # the failure first, before the summary table
+                progress.phase(f"failed: {problem}; nothing was published")
+            kept = keep_failed_run(work_dir, summary["stats"])
+            rejects = storage.join(kept, "rejects")
+            why = explain_rejects(manifest.counts, kept)
+            raise RejectRateError(f"{problem}{'; ' + why if why else ''}; nothing was published. The rejected "
+                                  f"records are in {rejects}", result, rejects)
+        if progress is not None:
+            progress.phase(f"publishing to {stage_config.output_dir}")
         warn_reject_rate(manifest.counts, storage.join(stage_config.output_dir, "rejects"))
         card = render_card(manifest, summary["stats"], location=stage_config.output_dir)
         try:
@@ -276,6 +280,68 @@ def reject_rate_problem(counts, max_reject_rate: float) -> str | None:
         return (f"{counts.rejected:,} of {counts.read:,} records were rejected ({100 * counts.reject_rate:.1f} %), "
                 f"more than --max-reject-rate {max_reject_rate:g}")
     return None
+
+
+#: What the user can change when most records are rejected for a reason: the flags of ``im-data prepare`` (None:
+#: the records themselves must change). ``tests/pipeline/test_failed_runs.py`` checks that every flag exists.
+REASON_FIXES: dict[str, str | None] = {
+    "invalid_json": None,
+    "unknown_format": "name the format and its columns with --input-format FORMAT --columns KEY=NAME, e.g. "
+                      "--input-format alpaca --columns instruction=question output=answer",
+    "missing_field": "name the column that holds it with --columns KEY=NAME",
+    "not_a_string": None,
+    "bad_role": None,
+    "empty_conversation": "name the column that holds the conversation with --columns KEY=NAME",
+    "no_assistant_turn": None,
+    "empty_output": "name the column that holds the output with --columns KEY=NAME",
+    "template_error": "use a chat template that renders these records with --chat-template NAME|FILE (the built-in "
+                      "chatml_tools renders tools, tool calls and reasoning)",
+    "unrendered_field": "use a chat template that renders the field with --chat-template NAME|FILE (the built-in "
+                        "chatml_tools renders tools, tool calls and reasoning), or accept it with "
+                        "--allow-unrendered FIELD",
+    "special_token_in_content": "accept such content with --allow-special-tokens",
+    "too_long": "raise --max-length N, or cut long records with --truncation keep_start",
+    "no_trainable_tokens": "choose a policy that trains these records' tokens with --mode or --weights ROLE=W",
+    "read_error": None,
+    "too_large": "raise the limit with --max-record-bytes SIZE",
+    "internal_error": None,
+}
+
+
+def first_reject(run_dir: str, reason: str) -> dict[str, Any] | None:
+    """The first dead letter of ``rejects/<reason>.jsonl`` in ``run_dir`` (None if it cannot be read)."""
+    import json
+
+    from im_data import storage
+    from im_data.dataset import reject_path
+
+    try:
+        with storage.open_file(storage.join(run_dir, reject_path(reason)), "rb") as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def explain_rejects(counts, run_dir: str, max_message: int = 200) -> str:
+    """The top reject reason, one example message and what fixes it, for the last line of a failed run:
+    ``top reason unknown_format (2 of 2 rejects), e.g. qa.jsonl record 0: no messages/... (keys: answer,
+    question); fix: name the format ... --input-format FORMAT ...``. Empty when nothing was rejected."""
+    by_reason = counts.rejected_by_reason
+    if not by_reason:
+        return ""
+    reason, n = max(sorted(by_reason.items()), key=lambda kv: kv[1])
+    out = f"top reason {reason} ({n:,} of {counts.rejected:,} rejects)"
+    example = first_reject(run_dir, reason)
+    if example:
+        message = " ".join(str(example.get("message", "")).split())
+        if len(message) > max_message:
+            message = message[:max_message - 1] + "…"
+        where = example.get("source") or "?"
+        if example.get("index") is not None:
+            where += f" record {example['index']}"
+        out += f", e.g. {where}: {message}"
+    fix = REASON_FIXES.get(reason)
+    return out + (f"; fix: {fix}" if fix else "; fix the records (the messages say how)")
 
 
 def warn_reject_rate(counts, rejects: str) -> None:
@@ -337,7 +403,8 @@ def command(args: argparse.Namespace, beam_args: list[str]) -> int:
         with stop_on_signals("im-data prepare"):  # SIGTERM/SIGINT: temporary folder removed, one line, 143/130
             result = prepare(options_from_args(args), beam_args, progress=progress)
     except RejectRateError as exc:
-        print_summary(exc.result, file=sys.stderr)
+        if not args.quiet:
+            print_summary(exc.result, file=sys.stderr)
         print(f"im-data prepare: error: {exc}", file=sys.stderr)
         return 3
     if not args.quiet:

@@ -1,8 +1,8 @@
 """Live progress of ``prepare`` and ``audit``: workers write small count files, the launcher polls them.
 
-Beam metrics cannot be read mid-run on every runner, so the pipeline carries pass-through steps
-(:func:`report_progress`) that count what passes (records and bytes read per source, rows and tokens written,
-rejects, finished phases) in a per-process :class:`_Reporter`, which rewrites one small JSON file per worker process
+Beam metrics cannot be read mid-run on every runner, so the encode step counts each batch it finishes (records
+and bytes read per source, tokens, rejects) and pass-through steps (:func:`report_progress`) mark finished phases,
+in a per-process :class:`_Reporter`, which rewrites one small JSON file per worker process
 in a temporary progress directory (atomically, at most every :data:`FLUSH_S` seconds and at the end of each
 bundle). The launcher's :class:`ProgressDisplay` sums those files: a rich bar on a terminal, plain periodic lines
 otherwise (every ``IM_DATA_PROGRESS_INTERVAL`` seconds, default 10, and at every phase change).
@@ -29,6 +29,7 @@ from typing import Any, Iterable
 FLUSH_S = 0.5
 PLAIN_INTERVAL_S = 10.0
 PHASES = ("encode_done", "merged")   # counters of phase markers that taps report
+SHOW_CURSOR = b"\x1b[?25h"
 
 
 # ------------------------------------------------------------------------------------------- worker side
@@ -41,7 +42,7 @@ class _Reporter:
     def __init__(self, progress_dir: str):
         self.enabled = bool(progress_dir) and os.path.isdir(progress_dir)  # not on remote workers
         self.path = os.path.join(progress_dir, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json")
-        self.counts: dict[str, Any] = {"records": 0, "bytes": 0, "written": 0, "tokens": 0, "rejected": 0,
+        self.counts: dict[str, Any] = {"records": 0, "bytes": 0, "tokens": 0, "rejected": 0,
                                        "by_source": {}, **{p: 0 for p in PHASES}}
         self.lock = threading.Lock()
         self.last_flush = 0.0
@@ -96,17 +97,8 @@ def _tap_classes():
             self.reporter = _Reporter.get(self.progress_dir)
 
         def process(self, element):
-            r = self.reporter
-            if self.kind == "batch":        # a list of RawRecords about to be encoded
-                r.add_records(element)
-            elif self.kind == "rows":       # an Arrow record batch of shard rows
-                r.add("written", element.num_rows)
-                r.add("tokens", len(element.column("input_ids").values))
-            elif self.kind == "rejects":    # one dead letter
-                r.add("rejected")
-            else:                           # a phase marker: encode_done, merged
-                r.add(self.kind)
-            r.flush()
+            self.reporter.add(self.kind)  # a phase marker: encode_done, merged
+            self.reporter.flush()
             yield element
 
         def finish_bundle(self) -> None:
@@ -149,7 +141,7 @@ def report_progress(pcoll, progress_dir: str, kind: str, label: str):
 # ------------------------------------------------------------------------------------------- launcher side
 def read_counts(progress_dir: str) -> dict[str, Any]:
     """The sum of every worker's counts (missing or half-written files are skipped)."""
-    total: dict[str, Any] = {"records": 0, "bytes": 0, "written": 0, "tokens": 0, "rejected": 0, "by_source": {},
+    total: dict[str, Any] = {"records": 0, "bytes": 0, "tokens": 0, "rejected": 0, "by_source": {},
                              **{p: 0 for p in PHASES}}
     try:
         names = [n for n in os.listdir(progress_dir) if n.endswith(".json")]
@@ -245,6 +237,7 @@ class ProgressDisplay:
         self._rich = None
         self._task = None
         self._start = time.monotonic()
+        self._unregister = None
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, progress_dir: str, sources, num_shards: int | None = None, stages: int = 1) -> None:
@@ -260,6 +253,9 @@ class ProgressDisplay:
         known = sum(1 for i in self.sizes if i["unit"])
         self._line(f"reading {len(self.sizes)} input(s), {_mb(self.total_bytes)}"
                    + ("" if known == len(self.sizes) else f" ({len(self.sizes) - known} measured only at the end)"))
+        from .signals import restore_on_signal
+
+        self._unregister = restore_on_signal(self.abort)  # before the cursor is hidden
         if self.mode == "rich":
             self._start_rich()
         self._thread = threading.Thread(target=self._poll, name="im-data-progress", daemon=True)
@@ -275,21 +271,60 @@ class ProgressDisplay:
         else:
             self._line(name)
 
+    def abort(self) -> None:
+        """Stop drawing at once and give the terminal back (cursor shown, the live line ended by a newline); for a
+        signal handler, which prints its own closing line next."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        self._close_rich()
+
     def stop(self, counts_final: bool = True) -> None:
-        if self.mode == "off" or self._thread is None:
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
+        if self.mode == "off":
             return
         self._stop.set()
-        self._thread.join()
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        elif self._rich is None:
+            return  # never started
         counts = read_counts(self.progress_dir)
         if counts_final:
             self._phase_from(counts)  # phases the last poll did not see
         if self.mode == "rich" and self._rich is not None:
-            self._update_rich(counts, final=counts_final)
-            self._rich.stop()
-            self._rich = None
+            if self._task is not None:
+                self._update_rich(counts, final=counts_final)
+            self._close_rich()
         elif counts_final and self._phase == "encoding":  # later phases printed it already
             self._line(self._status(counts, final=True))
+
+    def _close_rich(self) -> None:
+        """Stop the live display: its last state, a newline, the cursor shown. An interruption (a signal, Ctrl-C)
+        may have come in the middle of rich's own start or drawing, so the cursor is also shown by a direct write to
+        the terminal."""
+        rich, self._rich = self._rich, None
+        if rich is None:
+            return
+        live = rich.live
+        refresh = getattr(live, "_refresh_thread", None)
+        if refresh is not None:  # rich's own redraw thread: stopped before the last draw
+            refresh.done.set()
+            refresh.join(timeout=1.0)
+        drawn = False
+        try:
+            rich.stop()
+        except Exception:  # noqa: BLE001 - interrupted half-way through rich's start: undo what it did by hand
+            drawn = bool(getattr(getattr(live, "_live_render", None), "last_render_height", 0))
+            with contextlib.suppress(Exception):
+                live._disable_redirect_io()  # pylint: disable=protected-access
+        with contextlib.suppress(Exception):
+            self.file.flush()
+        with contextlib.suppress(Exception):
+            os.write(self.file.fileno(), SHOW_CURSOR + (b"\n" if drawn else b""))
 
     # -- rendering ----------------------------------------------------------------------------
     def _line(self, text: str) -> None:
@@ -368,9 +403,9 @@ def watching(display: ProgressDisplay | None, sources, **kwargs):
         yield ""
         return
     progress_dir = tempfile.mkdtemp(prefix="im-data-progress-")
-    display.start(progress_dir, sources, **kwargs)
     ok = False
     try:
+        display.start(progress_dir, sources, **kwargs)  # inside: Ctrl-C during the start still stops the display
         yield progress_dir
         ok = True
     finally:

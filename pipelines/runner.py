@@ -75,6 +75,8 @@ def runner_and_options(runner: RunnerOptions, pipeline_options: Any = None):
             quiet = _quiet_dask()
             cluster = LocalCluster(n_workers=runner.dask_workers or os.cpu_count() or 1, threads_per_worker=1,
                                    processes=True, host="127.0.0.1", dashboard_address=None,
+                                   # its HTTP server (always started) on a free port: no "8787 in use" warning
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                    silence_logs=logging.ERROR if quiet else logging.INFO)
             address = cluster.scheduler_address
         if address is not None:

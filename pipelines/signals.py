@@ -17,11 +17,24 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _TEMPORARY: list[str] = []  # folders of the run in progress, removed on a signal
 _PROG: list[str] = []
+_RESTORE: list[Callable[[], None]] = []  # run first on a signal: what the run changed in the terminal
+
+
+def restore_on_signal(fn: Callable[[], None]) -> Callable[[], None]:
+    """Register ``fn`` to run first when a SIGTERM/SIGINT stops the run, before the closing line is printed (the
+    live display stops drawing and shows the cursor again). Returns the function that unregisters it."""
+    _RESTORE.append(fn)
+
+    def unregister() -> None:
+        if fn in _RESTORE:
+            _RESTORE.remove(fn)
+
+    return unregister
 
 
 def remove_on_signal(path: str) -> None:
@@ -59,6 +72,11 @@ def _stop(signum, frame) -> None:
         signal.signal(s, signal.SIG_IGN)
     threading.excepthook = lambda args: None  # Beam's threads complain when their workers stop: not news
     logging.disable(logging.CRITICAL)
+    for fn in reversed(_RESTORE):  # the terminal first: nothing may draw over the closing line
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - best effort: the clean-up and the exit below must happen
+            pass
     _stop_children()
     for path in _TEMPORARY:
         _remove(path)

@@ -54,6 +54,34 @@ def version_line() -> str:
     return f"{PROG} {installed('im-data')} ({deps})"
 
 
+class UsageError(ValueError):
+    """A mistake on the command line (an unknown option, a bad value): one line, exit 2."""
+
+
+#: modules whose warnings `im-sft` prints as one line, ``im-sft: <Category>: <message>``
+OUR_MODULES = ("trl_plugin", "im_data", "pipelines")
+
+
+def one_line_warnings() -> None:
+    """Print our warnings (``TruncationWarning``, ``FloatWeightsWarning``, ...) as one clean line, without the
+    file path and source line Python puts in front; other warnings keep Python's format."""
+    import warnings
+
+    if getattr(warnings.formatwarning, "_im_sft", False):
+        return
+    python_format = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if category.__module__.split(".")[0] in OUR_MODULES:
+            return f"{PROG}: {category.__name__}: {' '.join(str(message).split())}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    formatwarning._im_sft = True
+    warnings.formatwarning = formatwarning
+    # TRL's own SFTConfig default sets the field transformers deprecates: nothing the user can act on
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def usage_error(message: str) -> int:
     print(USAGE, file=sys.stderr)
     print(f"{PROG}: error: {message} ({PROG} --help lists every option)", file=sys.stderr)
@@ -113,6 +141,33 @@ def missing_required(args: Sequence[str]) -> list[str]:
     return missing
 
 
+def option_value(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name`` (or ``--name-with-dashes``; ``--name v`` or ``--name=v``; the last one wins)."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
+    value = None
+    for i, arg in enumerate(args):
+        flag, eq, inline = arg.partition("=")
+        if flag in spellings:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return value
+
+
+def early_checks(args: Sequence[str]) -> None:
+    """The data and tokenizer checks of :func:`trl_plugin.train.check_inputs`, on the values written on the
+    command line, before TRL (and torch) are imported: a missing dataset folder, a broken manifest, a tokenizer
+    that does not match the shards or the model's embeddings end here in a second or two. (With ``--config``
+    they run after the options are parsed, still before the launch.)"""
+    if _given(args, "--config", "--datasets", "-h", "--help"):
+        return
+    from .train import check_inputs
+
+    eval_on = (option_value(args, "eval_strategy") or "no") != "no"
+    check_inputs({"train": option_value(args, "dataset_name"),
+                  "eval": option_value(args, "eval_dataset_name") if eval_on else None},
+                 option_value(args, "model_name_or_path"), option_value(args, "tokenizer_name_or_path"),
+                 local_only=True)
+
+
 def _help_cache_file() -> Path:
     """Where the help text of this exact set-up is kept: keyed by the versions of the packages that define the
     options, the source of our option dataclasses and the terminal width (argparse wraps to it)."""
@@ -163,33 +218,67 @@ def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]
     return trl_subtract(items, subsequence)
 
 
+def _raise_usage_error(message: str):
+    raise UsageError(f"{message} ({PROG} --help lists every option)")
+
+
+def _option_strings(parser) -> set[str]:
+    return {s for s in parser._option_string_actions if s.startswith("--")}
+
+
+def check_launch_options(launch_args: list[str], ours: set[str], accelerate_parser) -> None:
+    """Every option left for `accelerate launch` must be one of its own: an unknown one is a typo of ours, of
+    TRL's or of accelerate's, reported in one line with the closest option names."""
+    import difflib
+
+    known = _option_strings(accelerate_parser)
+    for arg in launch_args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in known:
+            continue
+        # one spelling per option (`--num_processes` and `--num-processes` are the same): the underscore one
+        names = {o.replace("-", "_")[2:]: o for o in sorted(ours | known)}
+        close = difflib.get_close_matches(flag.replace("-", "_")[2:], sorted(names), n=2, cutoff=0.75)
+        hint = f": did you mean {' or '.join(names[c] for c in close)}?" if close else ""
+        _raise_usage_error(f"unrecognized option {flag}{hint}")
+
+
 def launch(all_args: list[str], debug: bool) -> int:
-    """Parse like `trl sft` (``-h`` prints every field and exits), then ``accelerate launch -m trl_plugin.train``."""
-    from .train import make_parser
+    """Parse like `trl sft` (``-h`` prints every field and exits), check the options left for accelerate and the
+    data (:func:`trl_plugin.train.preflight`), then ``accelerate launch -m trl_plugin.train``."""
+    from .train import make_parser, preflight
 
     parser = make_parser(prog=PROG)
+    parser.error = _raise_usage_error  # argparse's own errors: one line too
     # unknown strings go to `accelerate launch`
-    *_, config_remaining, cli_remaining = parser.parse_args_and_config(
+    *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
         all_args, return_remaining_strings=True, separate_remaining_strings=True
     )
     from accelerate.commands.launch import launch_command, launch_command_parser
     from trl.cli.accelerate_config import resolve_accelerate_config_argument
 
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
+    accelerate_parser = launch_command_parser()
+    accelerate_parser.error = _raise_usage_error
+    check_launch_options(launch_args, _option_strings(parser), accelerate_parser)
     training_args = _subtract_subsequence(all_args, cli_remaining)
+    preflight(*parsed)
 
     # The launched process must import trl_plugin even when it is not installed (a source checkout)
     root = str(Path(__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     if debug:
         os.environ[DEBUG_ENV] = "1"
-    accelerate_args = launch_command_parser().parse_args(launch_args + ["-m", "trl_plugin.train"] + training_args)
+    accelerate_args = accelerate_parser.parse_args(launch_args + ["-m", "trl_plugin.train"] + training_args)
     launch_command(accelerate_args)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    one_line_warnings()
     if not args:
         return usage_error("no arguments given")
     if "--version" in args:
@@ -205,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = missing_required(args)
         if missing:
             return usage_error(f"the following arguments are required: {', '.join(missing)}")
-    return guarded(lambda: launch(args, debug), debug)
+    def checked_launch() -> int:
+        early_checks(args)
+        return launch(args, debug)
+
+    return guarded(checked_launch, debug)
 
 
 if __name__ == "__main__":

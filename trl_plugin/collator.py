@@ -10,8 +10,7 @@ import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import pad
 
-#: Role value of padding and of the first token of each packed document (no segment).
-NO_ROLE = -1
+from im_data.loss import NO_ROLE  # the role of padding and of each packed document's first token
 
 
 @dataclass

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from im_data import storage
 from im_data.dataset import (TRAIN_SPLIT, Manifest, ManifestError, PreparedDataset,  # noqa: F401 (re-exported)
                              is_prepared_dir, read_manifest)
+from im_data.encode import labels_from_weights
 from im_data.tokenizer import tokenizer_fingerprint
 
 #: ``Dataset.info.description`` prefix that carries the manifest's tokenizer fingerprint through `map`/`shuffle`.
@@ -59,6 +60,19 @@ def check_tokenizer(manifest: Manifest, tokenizer: Any, where: str = "") -> None
             f"trainer's tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has fingerprint {actual}. Token ids "
             "would mean different things: re-run `im-data prepare --tokenizer ...` with the model's tokenizer, or pass "
             "the tokenizer the shards were made with (--tokenizer_name_or_path)."
+        )
+
+
+def check_embedding_size(tokenizer: Any, num_embeddings: int, model_name: str = "the model") -> None:
+    """Raise :class:`TokenizerMismatchError` when the tokenizer has ids the model cannot embed (the training step
+    would fail with ``IndexError: index out of range in self``)."""
+    size = len(tokenizer)
+    if size > num_embeddings:
+        raise TokenizerMismatchError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has {size:,} tokens, but {model_name} embeds "
+            f"only {num_embeddings:,} (ids {num_embeddings:,} to {size - 1:,} cannot be looked up): train with the "
+            "tokenizer the model was made for, or resize the model's embeddings first "
+            "(model.resize_token_embeddings(len(tokenizer)))."
         )
 
 
@@ -182,8 +196,8 @@ def prepare_batch(table: pa.Table, weights_column: str, token_columns: list[str]
     ids = table.column("input_ids").combine_chunks()
     w = table.column(weights_column).combine_chunks()
     ids_values = _values(ids)
-    labels_values = np.where(_values(w) > 0, ids_values, -100).astype(np.int64 if ids_values.dtype == np.int64
-                                                                      else np.int32)
+    labels_values = labels_from_weights(ids_values, _values(w)).astype(
+        np.int64 if ids_values.dtype == np.int64 else np.int32, copy=False)
     offsets = np.concatenate([[0], np.cumsum(_lengths(ids))]).astype(np.int32)
     labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(labels_values))
     if "labels" in table.column_names:

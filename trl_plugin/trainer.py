@@ -9,7 +9,8 @@ How it hooks into TRL (1.16), with the smallest overrides:
   ``SFTTrainer.__init__`` built it (TRL refuses custom collators with padding-free).
 - ``_get_num_items_in_batch``: the normaliser (Σw, #w>0 or #sequences) over the whole accumulation window,
   summed over processes, in place of TRL's token count.
-- ``compute_loss``: calls ``SFTTrainer.compute_loss`` unchanged, with a thin wrapper around the model that scales
+- ``compute_loss``: the loss is :mod:`im_data.loss` (plain PyTorch, shared with the other entry points); it calls
+  ``SFTTrainer.compute_loss`` unchanged, with a thin wrapper around the model that scales
   the fused LM head's per-token ``log_probs`` by ``m_t`` (``m_t = w_t``, or ``w_t / W_seq`` for the ``sequence``
   normaliser) and passes the window normaliser ``N`` as ``num_items_in_batch``; TRL's ``Σ -log_probs / num_items``
   is then the weighted loss (bit-identical to TRL's for 0/1 weights), and TRL's own metrics (entropy, token accuracy, num_tokens) and its cross-process scaling run as is.
@@ -19,7 +20,6 @@ How it hooks into TRL (1.16), with the smallest overrides:
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import warnings
 from dataclasses import fields
@@ -32,17 +32,18 @@ from trl.data_utils import get_dataset_column_names, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first
 
-from im_data.roles import INSTRUCTION_ROLES, NUM_ROLES, OUTPUT_ROLES, ROLE_LABELS
+from im_data.loss import SegmentMetrics, fold_normalizer, token_multipliers
 from im_data.tokenizer import tokenizer_fingerprint
 
 from im_data.dataset import Manifest
 
-from .collator import NO_ROLE, WeightedDataCollator
+from .collator import WeightedDataCollator
 from .config import AUTO, WeightedSFTConfig
 from .data import (
     FloatWeightsWarning,
     TokenizerMismatchError,
     WeightsError,
+    check_embedding_size,
     check_tokenizer,
     first_positive_weight,
     has_fractional_weights,
@@ -55,12 +56,6 @@ from .data import (
 )
 from .truncation import TruncationWarning, measure_truncation, resolve_max_length
 
-#: ``loss_instruction`` / ``loss_output``: the content roles of each side of the role table (output: assistant,
-#: reasoning, tool_call), the tokens the length statistics count
-_SEGMENTS = {"instruction": tuple(int(r) for r in INSTRUCTION_ROLES), "output": tuple(int(r) for r in OUTPUT_ROLES)}
-#: per-token slot of the segment accumulators: role code - NO_ROLE (= code + 1); slot 0 collects padding and
-#: document starts
-_SLOTS = NUM_ROLES - NO_ROLE
 #: TRL's own default, used by ``max_length="auto"`` for data that was not prepared by im-data
 _TRL_MAX_LENGTH = next(f.default for f in fields(SFTConfig) if f.name == "max_length")
 
@@ -78,23 +73,6 @@ class _ScaledFusedForward:
 
     def __getattr__(self, name):
         return getattr(self._model, name)
-
-
-def document_ids(batch: dict[str, Any], shape: torch.Size) -> tuple[torch.Tensor, int]:
-    """Per-position document index (flattened over the batch) and the number of documents.
-
-    Padding-free / packed batches mark document starts with ``position_ids == 0``; otherwise each row is one
-    document. Padding forms extra zero-weight documents, which the normalisers ignore.
-    """
-    rows, length = shape
-    device = batch["input_ids"].device
-    starts = torch.zeros(shape, dtype=torch.bool, device=device)
-    position_ids = batch.get("position_ids")
-    if position_ids is not None and "attention_mask" not in batch:
-        starts |= position_ids == 0
-    starts[:, 0] = True
-    doc = starts.flatten().cumsum(0) - 1
-    return doc.view(shape), int(doc[-1].item()) + 1 if doc.numel() else 0
 
 
 class WeightedSFTTrainer(SFTTrainer):
@@ -155,12 +133,17 @@ class WeightedSFTTrainer(SFTTrainer):
         args = self._resolve_max_length(args, train_dataset, eval_dataset)
         args = _train_packed_as_they_are(args, train_dataset, eval_dataset)
 
-        self._segment_sums = {"train": None, "eval": None}
+        self._segments = {mode: SegmentMetrics(args.role_metrics) for mode in ("train", "eval")}
         self._warned_no_roles = False
         super().__init__(model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         if processing_class is None:
             self._check_fingerprints(self.processing_class)
+        embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+            name = getattr(getattr(self.model, "config", None), "_name_or_path", "")
+            check_embedding_size(getattr(self.processing_class, "tokenizer", self.processing_class),
+                                 embeddings.num_embeddings, f"the model {name!r}" if name else "the model")
 
         if self._weighted:
             pc = getattr(self.accelerator, "parallelism_config", None)
@@ -293,21 +276,7 @@ class WeightedSFTTrainer(SFTTrainer):
     # -- normaliser ----------------------------------------------------------------------------------------------
     def _token_multipliers(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(m, denominator contribution) for one micro-batch; m is aligned with ``labels[:, 1:]``."""
-        weights = batch["loss_weights"]
-        target_w = weights[:, 1:]
-        mode = self.args.loss_normalization
-        if mode == "weight":
-            return target_w, target_w.sum(dtype=torch.float32)
-        if mode == "tokens":
-            return target_w, (target_w > 0).sum().to(torch.float32)
-        doc, n_docs = document_ids(batch, weights.shape)
-        doc = doc[:, 1:]
-        mass = torch.zeros(n_docs, dtype=torch.float32, device=weights.device).index_add_(
-            0, doc.flatten(), target_w.flatten().float()
-        )
-        per_token_mass = mass[doc]
-        m = torch.where(per_token_mass > 0, target_w / per_token_mass.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
-        return m, (mass > 0).sum().to(torch.float32)
+        return token_multipliers(batch, self.args.loss_normalization)
 
     def _get_num_items_in_batch(self, batch_samples, device):
         if not self._weighted:
@@ -342,12 +311,8 @@ class WeightedSFTTrainer(SFTTrainer):
                 norm = norm * (self.accelerator.num_processes // self.get_tp_size())
         else:
             norm = torch.as_tensor(num_items_in_batch, device=multipliers.device, dtype=torch.float32)
-        # TRL computes Σ(-log_probs) / num_items, clamping num_items to >= 1. Pass the normaliser itself (so 0/1
-        # weights reproduce TRL bit for bit); a normaliser below 1 (tiny fractional weights) is folded into the
-        # multipliers instead: s = min(norm, 1), Σ(m/s · nll) / (norm/s).
-        norm = norm.clamp(min=torch.finfo(torch.float32).tiny)
-        s = norm.clamp(max=1.0)
-        scale, num_items = multipliers / s, norm / s
+        # TRL computes Σ(-log_probs) / num_items, clamping num_items to >= 1: see `fold_normalizer`
+        scale, num_items = fold_normalizer(multipliers, norm)
 
         labels = inputs["labels"]
         trained = labels[:, 1:] != -100
@@ -359,7 +324,7 @@ class WeightedSFTTrainer(SFTTrainer):
         segments = segments and roles is not None
         if segments:
             # score every segment's token, trained or not (IT leaves instruction tokens at -100)
-            scored = self._scored_slots.to(roles.device)[roles[:, 1:] - NO_ROLE]
+            scored = self._segments[mode].scored(roles[:, 1:])
             full = labels.clone()
             full[:, 1:] = torch.where(scored, inputs["input_ids"][:, 1:], labels[:, 1:])
             inputs["labels"] = full
@@ -367,7 +332,7 @@ class WeightedSFTTrainer(SFTTrainer):
         def post(outputs):
             log_probs = outputs.log_probs
             if segments:
-                self._accumulate_segments(mode, log_probs.detach(), roles[:, 1:])
+                self._segments[mode].add(log_probs.detach(), roles[:, 1:])
                 outputs.label_mask = trained
                 if outputs.entropy is not None:
                     outputs.entropy = outputs.entropy.masked_fill(~trained, 0.0)
@@ -383,47 +348,13 @@ class WeightedSFTTrainer(SFTTrainer):
             inputs["labels"] = labels
 
     # -- segment metrics -----------------------------------------------------------------------------------------
-    @functools.cached_property
-    def _scored_slots(self) -> torch.Tensor:
-        """Which token slots (role code + 1) the segment metrics score: the segments' roles, every role with
-        ``role_metrics``."""
-        scored = torch.zeros(_SLOTS, dtype=torch.bool)
-        codes = range(NUM_ROLES) if self.args.role_metrics else [c for cs in _SEGMENTS.values() for c in cs]
-        scored[[c - NO_ROLE for c in codes]] = True
-        return scored
-
-    def _accumulate_segments(self, mode: str, log_probs: torch.Tensor, roles: torch.Tensor) -> None:
-        """Add Σnll and token counts per role to device-side accumulators (no host sync per step)."""
-        nll = -log_probs.float().flatten()
-        slots = (roles - NO_ROLE).flatten()
-        step = torch.zeros(2, _SLOTS, dtype=torch.float32, device=nll.device).index_add_(
-            1, slots, torch.stack([nll, torch.ones_like(nll)]))
-        acc = self._segment_sums[mode]
-        self._segment_sums[mode] = step if acc is None else acc + step
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        acc = self._segment_sums.get(mode)
-        if self._weighted and acc is not None:
-            totals = self.accelerator.reduce(acc, reduction="sum") if self.accelerator.num_processes > 1 else acc
-            per_role = totals[:, -NO_ROLE:].tolist()  # drop the no-role slot: index = role code
-            logs.update(self._segment_logs(per_role, "eval_" if mode == "eval" else ""))
-            self._segment_sums[mode] = None
+        if self._weighted and self._segments[mode].sums is not None:
+            reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) \
+                if self.accelerator.num_processes > 1 else (lambda t: t)
+            logs.update(self._segments[mode].compute("eval_" if mode == "eval" else "", reduce=reduce))
         super().log(logs, start_time)
-
-    def _segment_logs(self, totals: list[list[float]], prefix: str) -> dict[str, float]:
-        """``loss_instruction`` / ``loss_output`` (and ``loss_role/<name>`` with ``role_metrics``) from the
-        per-role Σnll (``totals[0]``) and token counts (``totals[1]``); a metric with no token is not logged."""
-        nll, count = totals
-        groups = {f"loss_{name}": codes for name, codes in _SEGMENTS.items()}
-        if self.args.role_metrics:
-            groups.update({f"loss_role/{label}": (code,) for code, label in enumerate(ROLE_LABELS)})
-        out = {}
-        for key, codes in groups.items():
-            n = sum(count[c] for c in codes)
-            if n > 0:
-                out[f"{prefix}{key}"] = sum(nll[c] for c in codes) / n
-        return out
 
 
 def _train_packed_as_they_are(args, train_dataset, eval_dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -123,14 +124,14 @@ def test_shard_dir_warns_about_raw_only_options(cli, shard_dir):
 @pytest.mark.parametrize("args, message", [
     (["{data}/sample_alpaca.jsonl", "--index", "8"], "out of range (8 records)"),
     (["{data}/sample_alpaca.jsonl", "--index", "-1"], "--index must be >= 0"),
-    (["{data}/sample_alpaca.jsonl", "--example-id", "0000"], "no record with example_id"),
+    (["{data}/sample_alpaca.jsonl", "--example-id", "0000"], "no record has example_id '0000' (ids hash"),
     (["{data}/nope.jsonl"], "no such file"),
     (["{tmp}/empty.jsonl"], "holds no records"),
     (["{tmp}/bad.jsonl"], "is rejected: [no_assistant_turn]"),
     (["{tmp}/bad.jsonl", "--index", "1"], "is rejected: [invalid_json]"),
     (["{tmp}/half"], "no manifest.json"),
     (["{shards}", "--index", "80"], "out of range (80 examples)"),
-    (["{shards}", "--example-id", "ffff"], "no example with example_id"),
+    (["{shards}", "--example-id", "ffff"], "no example has example_id 'ffff' (--example-id)"),
     (["{data}/sample_alpaca.jsonl", "--mode", "it", "--prompt-weight", "0.3"], "need --mode wit"),
     (["{data}/sample_alpaca.jsonl", "--tokenizer", "{tmp}/no-tokenizer"], "cannot load tokenizer"),
 ])
@@ -179,3 +180,42 @@ def test_tokens_rows_one_line_per_token(cli, tmp_path, mode, user_weight):
                    + [("user", prompt)] * 6 + [("template", "0")] * 3
                    + [("assistant", "1"), ("assistant_end", "1"), ("template", "0")])
     assert rows[0][1] == "'<|system|>'" and rows[17][1] == "'5'" and rows[18][1] == "'</s>'"
+
+
+def test_example_id_found_through_any_path_to_the_same_file(cli, data_dir, tmp_path, monkeypatch):
+    """An id made by `prepare x.jsonl` in the file's folder is found through ../repo/x.jsonl, ./x.jsonl and the
+    absolute path; the view names the path the id was made from."""
+    from im_data.shards import example_id
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(data_dir / "sample_alpaca.jsonl", repo / "x.jsonl")
+    wanted = example_id("x.jsonl", 3)  # what `cd repo && im-data prepare x.jsonl` writes for line 3
+    by_index = cli("inspect", repo / "x.jsonl", "--index", "3", "--tokens")
+    assert by_index.code == 0, by_index
+    for cwd, spec in ((elsewhere, "../repo/x.jsonl"), (repo, "./x.jsonl"), (elsewhere, str(repo / "x.jsonl")),
+                      (repo, "x.jsonl")):
+        monkeypatch.chdir(cwd)
+        r = cli("inspect", spec, "--example-id", wanted, "--tokens")
+        assert r.code == 0 and r.out == by_index.out, (spec, r)  # the same record, token by token
+        view = cli("inspect", spec, "--example-id", wanted, "--color", "never", width=200)
+        same_label = os.path.normpath(spec) == "x.jsonl"  # ./x.jsonl is labelled x.jsonl, as prepare labels it
+        meta = f"example_id: {wanted}" + ("" if same_label else " (of x.jsonl)") + "  index: 3  "
+        assert view.code == 0 and meta in view.out, (spec, view)
+
+
+def test_unknown_example_id_says_which_paths_were_tried(cli, error_lines, data_dir, tmp_path, monkeypatch):
+    from im_data.shards import example_id
+
+    (tmp_path / "repo").mkdir()
+    shutil.copy(data_dir / "sample_alpaca.jsonl", tmp_path / "repo" / "x.jsonl")
+    monkeypatch.chdir(tmp_path / "repo")
+    other = example_id("y.jsonl", 0)  # an id of another input
+    r = cli("inspect", "x.jsonl", "--example-id", other)
+    assert r.code == 2, r
+    (line,) = error_lines(r)
+    assert line.startswith(f"im-data inspect: error: x.jsonl: no record has example_id {other!r} (ids hash the input "
+                           "path as prepare was given it and the line/row; tried ")
+    assert "e.g. x.jsonl, repo/x.jsonl, " in line
+    assert line.endswith(f"inspect the prepared folder instead: im-data inspect OUTPUT_DIR --example-id {other}")

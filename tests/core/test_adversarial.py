@@ -197,7 +197,7 @@ def test_special_token_in_content_rejected(default_tokenizer, template, messages
         enc.encode({"messages": messages})
     assert info.value.reason == "special_token_in_content"
     assert special in str(info.value) and role.label in str(info.value)
-    assert "allow_special_tokens" in str(info.value)
+    assert "pass --allow-special-tokens to accept it" in str(info.value)
 
 
 @pytest.mark.parametrize("template, messages, special, role", SPECIAL_CASES)

@@ -308,7 +308,7 @@ def test_too_long_under_drop(default_tokenizer):
     with pytest.raises(RecordError) as info:
         enc.encode(LONG_USER)
     assert info.value.reason == "too_long"
-    assert str(n) in info.value.message and f"max_length {n - 1}" in info.value.message
+    assert str(n) in info.value.message and f"--max-length {n - 1} (--truncation drop)" in info.value.message
     ex = Encoder(default_tokenizer, chat_template="tulu", max_length=n, truncation="drop").encode(LONG_USER)
     assert len(ex) == n and ex.truncated is False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -286,7 +287,7 @@ def test_an_all_rejected_run_exits_3_and_publishes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("im-data prepare: error: no example was written: all 3 records were rejected")
-    assert "│ read" in err and "│ rejected" in err  # the summary table
+    assert err.strip().splitlines() == [last]  # -q: the error line only, no summary table (docs/CLI.md)
     rejects = Path(last.rsplit(" in ", 1)[1])
     assert sum(len(p.read_text().splitlines()) for p in rejects.glob("*.jsonl")) == 3
     assert _tree(out) == before  # the earlier output is untouched; no manifest of the failed run anywhere
@@ -331,3 +332,41 @@ def test_beam_metrics_count_read_written_and_rejected(tmp_path):
     expected = {"read": counts.read, "written": counts.written, "rejected": counts.rejected}
     expected.update({f"rejected_{reason}": n for reason, n in counts.rejected_by_reason.items()})
     assert counters == expected
+
+
+def test_card_commands_work_from_a_moved_folder(tmp_path, monkeypatch):
+    """The card's `im-sft` / `trl sft` commands and Python lines name the dataset by a path relative to the folder
+    (``./NAME``, from the folder that holds it), so they still hold once the folder is moved or copied: no local
+    path of the machine that made it."""
+    import datasets
+
+    from trl_plugin import load_prepared
+
+    made = tmp_path / "made" / "out"
+    assert run_cli("prepare", DATA / "bad.jsonl", "-o", made, "-q") == 0
+    moved = tmp_path / "elsewhere" / "out"
+    moved.parent.mkdir()
+    shutil.move(str(made), str(moved))
+    card = (moved / "README.md").read_text(encoding="utf-8")
+    assert str(tmp_path) not in card
+    commands = [line for line in card.splitlines() if line.startswith(("im-sft ", "trl sft "))]
+    assert [c.split()[0] for c in commands] == ["im-sft", "trl"]
+    names = {c.split("--dataset_name ", 1)[1].split()[0] for c in commands}
+    names |= set(re.findall(r'(?:load_dataset|load_prepared)\("([^"]+)"\)', card))
+    assert names == {"./out"} and "Run these commands in the folder that holds this one" in card
+    monkeypatch.chdir(moved.parent)  # where the card says to run them
+    for name in names:
+        assert is_prepared_dir(name)  # what im-sft checks before training
+        m = read_manifest(name)
+        assert datasets.load_dataset(name, cache_dir=str(tmp_path / "cache"))["train"].num_rows == m.splits["train"]
+        assert load_prepared(name).num_rows == m.splits["train"]
+
+
+def test_card_names_hub_and_object_storage_datasets_as_published():
+    from im_data.card import dataset_reference
+
+    assert dataset_reference("hf://datasets/acme/im-mix") == ("acme/im-mix", "")
+    assert dataset_reference("hf://datasets/acme/im-mix/sub") == ("acme/im-mix", "")
+    assert dataset_reference("s3://bucket/runs/mix/") == ("s3://bucket/runs/mix", "")
+    assert dataset_reference(None) == ("DIR", "")
+    assert dataset_reference("/data/out")[0] == "./out" and dataset_reference("/data/out/")[0] == "./out"
