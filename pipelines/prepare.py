@@ -304,6 +304,8 @@ REASON_FIXES: dict[str, str | None] = {
     "no_trainable_tokens": "choose a policy that trains these records' tokens with --mode or --weights ROLE=W",
     "read_error": None,
     "too_large": "raise the limit with --max-record-bytes SIZE",
+    "duplicate": "keep duplicates by leaving out --dedup, or check that the inputs do not repeat one another",
+    "contaminated": "check the --decontaminate benchmarks, or lengthen the n-grams with --decontaminate-ngram N",
     "internal_error": None,
 }
 
