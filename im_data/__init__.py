@@ -11,7 +11,7 @@ from .formats import FormatOptions, normalize_record, parse_json_line
 from .policy import WeightPolicy, parse_weight_overrides
 from .roles import ROLE_CODES, ROLE_LABELS, Role
 from .stats import LengthStats
-from .spans import find_spans
+from .spans import Violation, check_invariants, find_spans
 from .templates import BUILTIN_TEMPLATES, ChatTemplate
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -20,6 +20,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_TEMPLATES", "ChatTemplate", "EncodedExample", "Encoder", "FormatOptions", "IGNORE_INDEX",
     "LengthStats", "REASONS", "ROLE_CODES", "ROLE_LABELS", "RecordError", "Role", "TemplateError",
-    "WeightPolicy", "find_spans", "load_tokenizer", "normalize_record", "parse_json_line",
+    "Violation", "WeightPolicy", "check_invariants", "find_spans", "load_tokenizer", "normalize_record", "parse_json_line",
     "parse_weight_overrides", "tokenizer_fingerprint", "__version__",
 ]

@@ -48,6 +48,15 @@ class ManifestError(ValueError):
     """A prepared directory is absent, incomplete, or its manifest is invalid or disagrees with its files."""
 
 
+class OutputReplaced(ManifestError):
+    """The directory was replaced (``prepare --overwrite``) while it was being read: what was read may mix the old
+    output and the new one, so it is refused; read it again (:meth:`PreparedDataset.read` does)."""
+
+
+#: How many times :meth:`PreparedDataset.read` reads a directory that keeps being replaced before giving up.
+READ_TRIES = 3
+
+
 # ----------------------------------------------------------------------------------------------- helpers
 def _require(d: Mapping[str, Any], key: str, kind, where: str):
     if key not in d:
@@ -401,6 +410,21 @@ def is_prepared_dir(path: str | os.PathLike) -> bool:
 
 def read_manifest(root: str | os.PathLike) -> Manifest:
     """The validated manifest of a prepared directory; :class:`ManifestError` when absent or invalid."""
+    return _load_manifest(root)[0]
+
+
+def manifest_digest(root: str | os.PathLike) -> str | None:
+    """sha256 of the bytes of ``DIR/manifest.json`` now; None when it is absent or unreadable. A new run that
+    replaces the directory writes a new manifest (its ``created_at``, counts and checksums), so a changed digest
+    means the files may have changed under a reader."""
+    try:
+        return hashlib.sha256(storage.read_bytes(manifest_location(os.fspath(root)))).hexdigest()
+    except (OSError, ValueError):
+        return None
+
+
+def _load_manifest(root: str | os.PathLike) -> tuple[Manifest, str]:
+    """The validated manifest and the sha256 of its bytes."""
     root = os.fspath(root)
     location = manifest_location(root)
     try:
@@ -416,7 +440,7 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         parsed = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{location}: not valid JSON: {str(exc).splitlines()[0]}") from None
-    return Manifest.from_dict(parsed, where=location)
+    return Manifest.from_dict(parsed, where=location), hashlib.sha256(data).hexdigest()
 
 
 def iter_file_batches(path: str, fmt: str | None = None, columns: Sequence[str] | None = None,
@@ -455,15 +479,55 @@ def iter_file_batches(path: str, fmt: str | None = None, columns: Sequence[str] 
 
 @dataclasses.dataclass(frozen=True)
 class PreparedDataset:
-    """An opened prepared directory: ``PreparedDataset.open(DIR)`` reads and validates the manifest."""
+    """An opened prepared directory: ``PreparedDataset.open(DIR)`` reads and validates the manifest.
+
+    Old or new, never a mix: files are read by path, so a run that replaces ``DIR`` (``--overwrite``) while this
+    object reads it could hand it new files under the old manifest. Every read that returns data checks, once
+    it has read the files, that ``manifest.json`` is still the one this object was opened with (and that each
+    shard holds the rows the manifest says), and raises :class:`OutputReplaced` otherwise;
+    :meth:`read` opens the directory again and retries."""
 
     root: str
     manifest: Manifest
+    manifest_sha256: str = ""  # of the manifest's bytes when opened ("": not known, no replacement check)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> "PreparedDataset":
         root = os.fspath(root)
-        return cls(root if storage.is_url(root) else storage.local_path(root), read_manifest(root))
+        manifest, digest = _load_manifest(root)
+        return cls(root if storage.is_url(root) else storage.local_path(root), manifest, digest)
+
+    @classmethod
+    def read(cls, root: str | os.PathLike, fn, tries: int = READ_TRIES):
+        """``fn(PreparedDataset.open(root))``, opened and read again when the directory was replaced meanwhile
+        (up to ``tries`` times; then :class:`OutputReplaced`): the result comes from one complete output."""
+        for _ in range(tries):
+            prepared = cls.open(root)
+            try:
+                result = fn(prepared)
+                prepared.check_unchanged()
+                return result
+            except ManifestError as exc:
+                if not isinstance(exc, OutputReplaced) and not prepared.replaced():
+                    raise
+        raise OutputReplaced(f"{os.fspath(root)}: replaced {tries} times while being read; read it again when no "
+                             "run is replacing it")
+
+    def replaced(self) -> bool:
+        """True when ``manifest.json`` is no longer the one this object was opened with."""
+        return bool(self.manifest_sha256) and manifest_digest(self.root) != self.manifest_sha256
+
+    def check_unchanged(self) -> None:
+        """:class:`OutputReplaced` when the directory was replaced since it was opened."""
+        if self.replaced():
+            raise OutputReplaced(f"{self.root}: replaced by another run (--overwrite) while being read; what was "
+                                 "read may mix two outputs: read it again")
+
+    def _shard_mismatch(self, error: str) -> ManifestError:
+        """The error for a shard that disagrees with the manifest: :class:`OutputReplaced` when the directory
+        was replaced meanwhile, else ``error`` (the shard was modified)."""
+        return OutputReplaced(f"{self.root}: replaced by another run (--overwrite) while being read; read it "
+                              "again") if self.replaced() else ManifestError(error)
 
     def path(self, rel: str) -> str:
         """The full path / URL of a file named relative to the directory."""
@@ -501,11 +565,14 @@ class PreparedDataset:
             target = os.path.join(os.fspath(cache_dir), f"{name}.{self.manifest.format}")
             if not os.path.isfile(target):
                 tmp = f"{target}.tmp-{os.getpid()}"
-                storage.copy_file(url, tmp)
+                try:
+                    storage.copy_file(url, tmp)
+                except FileNotFoundError:
+                    raise self._shard_mismatch(f"{url}: listed by the manifest but missing") from None
                 if shard.sha256 and storage.sha256_file(tmp) != shard.sha256:
                     os.remove(tmp)
-                    raise ManifestError(f"{url}: sha256 differs from the manifest; the shard was modified or "
-                                        "truncated")
+                    raise self._shard_mismatch(f"{url}: sha256 differs from the manifest; the shard was modified "
+                                               "or truncated")
                 os.replace(tmp, target)
             out.append(target)
         return out
@@ -522,9 +589,27 @@ class PreparedDataset:
 
     def iter_batches(self, split: str | None = TRAIN_SPLIT, columns: Sequence[str] | None = None,
                      batch_size: int = 4096) -> Iterator[Any]:
-        """Record batches of the given columns, shard by shard in manifest order."""
+        """Record batches of the given columns, shard by shard in manifest order. Each shard must hold the rows
+        the manifest says, and the directory must not have been replaced meanwhile (checked after the last
+        batch): else :class:`ManifestError` / :class:`OutputReplaced`."""
         for shard in self.manifest.shards_of(split):
+            rows = 0
+            for batch in self._file_batches(shard, columns, batch_size):
+                rows += batch.num_rows
+                yield batch
+            self._check_rows(shard, rows)
+        self.check_unchanged()
+
+    def _file_batches(self, shard: ShardInfo, columns: Sequence[str] | None, batch_size: int = 4096):
+        try:
             yield from iter_file_batches(self.path(shard.path), self.manifest.format, columns, batch_size)
+        except ManifestError as exc:
+            raise self._shard_mismatch(str(exc)) from None
+
+    def _check_rows(self, shard: ShardInfo, rows: int) -> None:
+        if rows != shard.num_rows:
+            raise self._shard_mismatch(f"{self.path(shard.path)}: holds {rows} rows, the manifest says "
+                                       f"{shard.num_rows}")
 
     def read_shard(self, shard: ShardInfo, columns: Sequence[str] | None = None):
         """One shard as a ``pyarrow.Table`` (the shard schema, or the chosen columns, also when it is empty)."""
@@ -532,7 +617,10 @@ class PreparedDataset:
 
         from .shards import SHARD_SCHEMA
 
-        batches = list(iter_file_batches(self.path(shard.path), self.manifest.format, columns))
+        batches = list(self._file_batches(shard, columns))
+        if shard.path in {s.path for s in self.manifest.shards}:
+            self._check_rows(shard, sum(b.num_rows for b in batches))
+            self.check_unchanged()
         if batches:
             return pa.Table.from_batches(batches)
         schema = SHARD_SCHEMA if not columns else pa.schema([SHARD_SCHEMA.field(c) for c in columns])
@@ -549,7 +637,8 @@ class PreparedDataset:
         for shard in self.manifest.shards:
             where = self.path(shard.path)
             if not storage.isfile(where):
-                raise ManifestError(f"{self.manifest_path} lists {shard.path}, which does not exist")
+                raise self._shard_mismatch(f"{self.manifest_path} lists {shard.path}, which does not exist")
             if checksums and shard.sha256 and storage.sha256_file(where) != shard.sha256:
-                raise ManifestError(f"{where}: sha256 differs from the manifest; the shard was modified or "
-                                    "truncated")
+                raise self._shard_mismatch(f"{where}: sha256 differs from the manifest; the shard was modified "
+                                           "or truncated")
+        self.check_unchanged()

@@ -28,12 +28,12 @@ import numpy as np
 
 from .errors import RecordError, internal_error
 from .formats import FormatOptions, read_conversation
-from .limits import LengthBound, check_length_bound
+from .limits import MAX_LENGTH_LIMIT, LengthBound, check_length_bound
 from .policy import WeightPolicy
 from .roles import (INSTRUCTION_MASK, NUM_ROLES, OUTPUT_MASK, OUTPUT_SIDE_MASK, ROLE_CODES, TEMPLATE_COUNT_MASK,
                     Role)
 from .spans import AFTER, CONTENT, RenderedConversation, SpanFinder, role_of_key
-from .templates import ChatTemplate
+from .templates import ChatTemplate, reserved_variables
 from .tokenizer import special_token_ids, tokenizer_fingerprint
 
 TRUNCATION_MODES = ("keep_start", "drop")
@@ -181,8 +181,8 @@ class Encoder:
                  chat_template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = ()):
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
-        if max_length is not None and max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        if max_length is not None and not 2 <= max_length <= MAX_LENGTH_LIMIT:
+            raise ValueError(f"max_length must be in [2, {MAX_LENGTH_LIMIT}], got {max_length}")
         self.tokenizer = tokenizer
         self.template = (chat_template if isinstance(chat_template, ChatTemplate)
                          else ChatTemplate.resolve(chat_template, tokenizer))
@@ -195,11 +195,16 @@ class Encoder:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.allow_unrendered = tuple(sorted(set(allow_unrendered)))
         self._special_tokens = special_tokens_for_render(tokenizer)
-        self._spans = SpanFinder(self.template, self._special_tokens, template_kwargs=self.chat_template_kwargs,
-                                 allow_unrendered=self.allow_unrendered)
+        self._reserved = reserved_variables(self._special_tokens)
+        clash = sorted(self._reserved & self.chat_template_kwargs.keys())
+        if clash:
+            raise ValueError(f"--chat-template-kwargs may not set {', '.join(clash)}: the renderer sets it (the "
+                             "tokenizer's special tokens, messages, tools, documents, add_generation_prompt)")
         self._backend = tokenizer.backend_tokenizer
         specials = special_token_ids(tokenizer)
         self._special_strings = tuple(sorted({t for t in tokenizer.convert_ids_to_tokens(sorted(specials)) if t}))
+        self._spans = SpanFinder(self.template, self._special_tokens, template_kwargs=self.chat_template_kwargs,
+                                 allow_unrendered=self.allow_unrendered, special_strings=self._special_strings)
         self._is_special = np.zeros(max(self._backend.get_vocab_size(with_added_tokens=True),
                                         max(specials, default=0) + 1), dtype=bool)
         self._is_special[list(specials)] = True
@@ -247,6 +252,8 @@ class Encoder:
         for i, record in enumerate(records):
             try:
                 conversation = read_conversation(record, self.format_options)
+                if conversation.template_kwargs:
+                    self._check_record_kwargs(conversation.template_kwargs)
                 self._reject_special_tokens_in_arguments(conversation)
                 convs.append(self._spans.find(conversation))
                 check_length_bound(convs[-1].text, self._length_bound)
@@ -258,6 +265,20 @@ class Encoder:
                 results[i] = internal_error(exc)
                 del convs[len(index):]
         return PreparedBatch(results, index, convs)
+
+    def _check_record_kwargs(self, kwargs: Mapping[str, Any]) -> None:
+        """A record's own chat_template_kwargs never replace the special tokens (or the render's variables), and,
+        rendered as template text, hold no special-token string."""
+        clash = sorted(self._reserved & kwargs.keys())
+        if clash:
+            raise RecordError("reserved_template_variable", f"chat_template_kwargs set {', '.join(clash)}, which the "
+                                                            "renderer sets itself (special tokens, messages, ...)")
+        if not self.allow_special_tokens:
+            text = json.dumps(kwargs, ensure_ascii=False, default=str)
+            found = next((t for t in self._special_strings if t in text), None)
+            if found is not None:
+                raise RecordError("special_token_in_content", f"chat_template_kwargs contain the special token "
+                                                              f"{found!r}; pass allow_special_tokens to accept it")
 
     def _reject_special_tokens_in_arguments(self, conversation: Any) -> None:
         """Tool-call arguments are rendered as the template likes (often re-serialised), so their characters are

@@ -22,11 +22,21 @@ REASONS: dict[str, str] = {
                       "differently from the value (the message names the message and field)",
     "unrendered_field": "the chat template does not render a data field of the record (reasoning, tool calls, tools, "
                         "an extra message field); allow it with --allow-unrendered FIELD",
-    "special_token_in_content": "a message contains a special-token string of the tokenizer",
+    "invariant_violation": "the labels would break a labelling rule of docs/DESIGN.md (an output role in a "
+                           "message's header or generation prompt, template text inside an assistant turn, an "
+                           "empty think block not labelled reasoning); the message names the message and field",
+    "special_token_in_content": "a message (or the record's chat_template_kwargs) contains a special-token string of "
+                                "the tokenizer",
+    "reserved_template_variable": "the record's chat_template_kwargs set a variable the renderer sets itself (a "
+                                  "special token such as eos_token, or messages, tools, documents, "
+                                  "add_generation_prompt)",
     "too_long": "the record exceeds --max-length (--truncation drop), or truncation cut its output to nothing",
     "no_trainable_tokens": "no token has a positive loss weight",
     "read_error": "the input could not be read (missing, unreadable or corrupt file)",
-    "too_large": "the raw record is larger than --max-record-bytes (checked while reading, before parsing)",
+    "too_large": "the raw record is larger than --max-record-bytes (checked while reading, before parsing), or the "
+                 "chat template rendered or built more text than its size limit for the record",
+    "template_timeout": "the chat template ran longer than its time limit on this record (IM_DATA_TEMPLATE_TIMEOUT_S, "
+                        "default 10 s)",
     "duplicate": "with --dedup exact: the same conversation (after format conversion, whitespace normalised) as an "
                  "earlier record in input order, whose example_id the message names",
     "contaminated": "with --decontaminate: the instruction or output side shares a word n-gram with a benchmark "

@@ -20,6 +20,8 @@ from .errors import RecordError
 #: Default of ``--max-record-bytes``: a raw record (a JSONL line, a JSON array element) larger than this is
 #: rejected ``too_large`` while reading, before it is parsed.
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
+#: The largest max_length: token positions and list offsets are int32 in the shards and in training.
+MAX_LENGTH_LIMIT = 2 ** 31 - 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -129,7 +129,7 @@ def build_conversation(raw_messages: Sequence[Any], tools: Any = None, documents
     """Validate raw chat messages and bring them into the template's shape (see the module doc)."""
     plain_roles = _PLAIN_ROLES_SPLIT if split_inline_reasoning else _PLAIN_ROLES
     messages = [raw if (type(raw) is dict and len(raw) == 2 and type(raw.get("content")) is str
-                        and raw.get("role") in plain_roles)  # already in the template's shape
+                        and type(raw.get("role")) is str and raw["role"] in plain_roles)  # the template's shape
                 else _message(raw, f"{where}[{i}]", split_inline_reasoning) for i, raw in enumerate(raw_messages)]
     if template_kwargs is not None and not isinstance(template_kwargs, Mapping):
         raise RecordError("unknown_format", "chat_template_kwargs must be an object, got "

@@ -25,6 +25,8 @@ import numpy as np
 from .roles import ROLE_LABELS, Role, roles_on_side
 
 POLICY_VERSION = 2
+#: The largest loss weight of a role: float32 weights, and losses and weight sums that stay finite in training.
+MAX_WEIGHT = 1e6
 #: Versions :meth:`WeightPolicy.from_dict` reads (v1 had no reasoning/tool_call: they take the assistant weight).
 READABLE_VERSIONS = (1, 2)
 MODES = ("it", "im", "wit")
@@ -61,6 +63,8 @@ class WeightPolicy:
             value = float(value)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"weight for {label!r} must be finite and >= 0, got {value!r}")
+            if value > MAX_WEIGHT:
+                raise ValueError(f"weight for {label!r} must be at most {MAX_WEIGHT:g}, got {value!r}")
             object.__setattr__(self, label, value)
         if not isinstance(self.last_assistant_only, bool):
             raise TypeError("last_assistant_only must be a bool")

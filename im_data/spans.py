@@ -48,12 +48,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .errors import RecordError, TemplateError, structured_parts, template_hint
 from .messages import REASONING_ALIASES, REASONING_KEY, Conversation, TextField, message_fields, opaque_fields
 from .roles import ROLE_CODES, Role
 from .templates import ChatTemplate
 
 _SENTINEL = "\ue000{}\ue001"
+#: reasoning tags templates write (an empty pair the template emits inside an assistant turn is reasoning)
+THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"), ("<seed:think>", "</seed:think>"))
 _CONTENT = ("content",)
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 PAD_LEFT, PAD_RIGHT = "\n \n", "\n\t\n"
@@ -96,12 +100,17 @@ class RenderedConversation(NamedTuple):
 
     ``spans``: (start, end, key) with key = band + role code, in writing order (lower bands first);
     ``after_assistant``: the after-turn region of each assistant turn (``assistant_end`` up to and including its
-    first special token); ``last_assistant_start``: where the last assistant turn starts."""
+    first special token); ``last_assistant_start``: where the last assistant turn starts; ``turns``: (start, end,
+    message) of each assistant turn with a rendered part (after its generation prompt, to the end of its last
+    output part); ``headers``: (start, end, message) of what the template writes before each message's first part
+    (for an assistant message: up to the end of its generation prompt)."""
 
     text: str
     spans: tuple[tuple[int, int, int], ...]
     after_assistant: tuple[tuple[int, int], ...]
     last_assistant_start: int
+    turns: tuple[tuple[int, int, int], ...] = ()
+    headers: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def content_spans(self) -> tuple[tuple[int, int, str], ...]:
@@ -122,14 +131,21 @@ class _Skeleton:
     regions: tuple[tuple[int, int, int, int, int], ...]  # (lit a, off a, lit b, off b, key), writing order
     after: tuple[tuple[int, int, int, int], ...]
     last_start: tuple[int, int]
+    turns: tuple[tuple[int, int, int, int, int], ...] = ()  # (lit a, off a, lit b, off b, message)
+    headers: tuple[tuple[int, int, int, int, int], ...] = ()
+    violation: "RecordError | None" = None  # the shape breaks a labelling invariant: every record of it is rejected
 
 
 class SpanFinder:
     """Span finding for one template and one set of template variables (special tokens, chat template kwargs)."""
 
     def __init__(self, template: ChatTemplate, special_tokens: Mapping[str, Any], *,
-                 template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = ()):
+                 template_kwargs: Mapping[str, Any] | None = None, allow_unrendered: Sequence[str] = (),
+                 special_strings: Sequence[str] = ()):
+        """``special_strings``: the tokenizer's special tokens as text (where no end-of-turn text is known, a tool
+        call runs to the first of them after its arguments)."""
         self.template = template
+        self.special_strings = tuple(sorted({t for t in special_strings if t}, key=len, reverse=True))
         self.special_tokens = dict(special_tokens)
         self.variables = {**self.special_tokens, **(template_kwargs or {})}
         self.allow_unrendered = frozenset(REASONING_KEY if a in REASONING_ALIASES else a for a in allow_unrendered)
@@ -137,8 +153,10 @@ class SpanFinder:
         self._profiles: dict[str, _Profile] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
-    def find(self, conversation: Conversation) -> RenderedConversation:
-        """Render ``conversation`` and label every character (see the module doc)."""
+    def find(self, conversation: Conversation, check: bool = True) -> RenderedConversation:
+        """Render ``conversation`` and label every character (see the module doc). A conversation whose shape
+        breaks a labelling rule raises ``invariant_violation``; ``check=False`` returns its labels anyway (for
+        reports: pass them to :func:`check_invariants`)."""
         for name in conversation.extra_fields:
             if name not in self.allow_unrendered:
                 raise _unrendered(self.template, f"the record's field {name!r} (not part of the input format)", name)
@@ -153,6 +171,8 @@ class SpanFinder:
             if len(self._skeletons) >= SKELETON_CACHE_SIZE:
                 self._skeletons.clear()
             skeleton = self._skeletons[key] = self._build(conversation, fields)
+        if check and skeleton.violation is not None:
+            raise skeleton.violation
         return self._align(skeleton, text, fields, conversation)
 
     # -- rendering ----------------------------------------------------------------------------------------------
@@ -200,16 +220,27 @@ class SpanFinder:
         literals = tuple(skeleton_text[bounds[2 * k]:bounds[2 * k + 1]] for k in range(len(occ) + 1))
         transforms = self._edge_transforms(conversation, fields, literals, [n for _, _, n in occ])
         labels = _TurnLabels(self, conversation, fields, skeleton_text, occ).compute()
+        # a field the template writes more than once (a tool's name again in the tool message's header): one
+        # occurrence is the field, the others are the template's text (still data: checked for special tokens)
+        primary = set(labels.occ)
+        keys = [content_key(ROLE_CODES[fields[n].role] if (s, e, n) in primary else Role.TEMPLATE, True)
+                for s, e, n in occ]
+        violations = check_invariants(RenderedConversation(
+            skeleton_text, tuple(labels.regions) + tuple((s, e, k) for (s, e, _), k in zip(occ, keys)),
+            tuple(labels.after), labels.last_start, tuple(labels.turns), tuple(labels.headers)), conversation)
+
+        literal_starts = bounds[0::2]
 
         def lit(pos: int) -> tuple[int, int]:  # absolute skeleton position -> (literal index, offset)
-            k = _bisect(bounds, pos)
-            return k, pos - bounds[2 * k]
+            k = bisect.bisect_right(literal_starts, pos) - 1  # the last literal starting at or before pos
+            return k, pos - literal_starts[k]
 
         regions = tuple((*lit(s), *lit(e), key) for s, e, key in labels.regions)
         after = tuple((*lit(s), *lit(e)) for s, e in labels.after)
-        return _Skeleton(literals, tuple((n, *t) for (_, _, n), t in zip(occ, transforms)),
-                         tuple(content_key(ROLE_CODES[fields[n].role], True) for _, _, n in occ), regions, after,
-                         lit(labels.last_start))
+        return _Skeleton(literals, tuple((n, *t) for (_, _, n), t in zip(occ, transforms)), tuple(keys), regions,
+                         after, lit(labels.last_start), tuple((*lit(s), *lit(e), j) for s, e, j in labels.turns),
+                         tuple((*lit(s), *lit(e), j) for s, e, j in labels.headers),
+                         violations[0].error(self.template) if violations else None)
 
     def _occurrences(self, text: str, fields: Sequence[TextField], conversation: Conversation
                      ) -> list[tuple[int, int, int]]:
@@ -238,7 +269,7 @@ class SpanFinder:
         """Values that are not text (tools, documents, tool-call arguments, extra non-text fields) cannot carry a
         sentinel: the render without each of them must differ from the render with it."""
         if conversation.tools is None and conversation.documents is None and all(
-                len(m) == 2 for m in conversation.messages):
+                len(m) == 2 and "content" in m for m in conversation.messages):  # {"role", "content"} only
             return
         base = self._probe(conversation, fields)
         for name in ("tools", "documents"):
@@ -313,7 +344,7 @@ class SpanFinder:
                conversation: Conversation) -> RenderedConversation:
         literals = skeleton.literals
         if not text.startswith(literals[0]):
-            self._mismatch(fields[skeleton.occurrences[0][0]] if skeleton.occurrences else None, conversation)
+            self._mismatch(skeleton, fields, conversation)
         pos = len(literals[0])
         lit_start = [0]
         data = []
@@ -329,22 +360,51 @@ class SpanFinder:
                 value = _strip(value, left, right)
             end = pos + len(value)
             if not (startswith(value, pos) and startswith(following, end)):
-                self._mismatch(fields[number], conversation)
+                self._mismatch(skeleton, fields, conversation)
             data.append((pos, end, key))
             pos = end + len(following)
             lit_start.append(end)
         if pos != len(text):
-            self._mismatch(None, conversation)
+            self._mismatch(skeleton, fields, conversation)
         spans = [(lit_start[a] + oa, lit_start[b] + ob, key) for a, oa, b, ob, key in skeleton.regions]
         after = tuple((lit_start[a] + oa, lit_start[b] + ob) for a, oa, b, ob in skeleton.after)
         last_lit, last_off = skeleton.last_start
-        return RenderedConversation(text, tuple(spans + data), after, lit_start[last_lit] + last_off)
+        turns = tuple((lit_start[a] + oa, lit_start[b] + ob, j) for a, oa, b, ob, j in skeleton.turns)
+        headers = tuple((lit_start[a] + oa, lit_start[b] + ob, j) for a, oa, b, ob, j in skeleton.headers)
+        return RenderedConversation(text, tuple(spans + data), after, lit_start[last_lit] + last_off, turns, headers)
 
-    def _mismatch(self, field: TextField | None, conversation: Conversation) -> None:
+    def _mismatch(self, skeleton: _Skeleton, fields: Sequence[TextField], conversation: Conversation) -> None:
+        """The render differs from the skeleton filled with the values: name the field whose value the template
+        changes (the first field whose real value, alone among sentinels, does not render as the skeleton says),
+        and the flag that encodes it where one exists."""
+        field = self._culprit(skeleton, fields, conversation)
         where = _describe(field, conversation) if field is not None else "the conversation"
+        hint = ""
+        if field is not None and field.path == _CONTENT and field.role == "assistant" and any(
+                tag in field.value for pair in THINK_TAGS for tag in pair):
+            hint = ("; the content holds inline reasoning (a think block): pass --split-inline-reasoning to encode "
+                    "it as the message's reasoning")
         raise TemplateError(f"chat template {self.template.name!r}: the render of {where} differs from the "
                             "template's render of the same conversation shape (the template changes the value, "
-                            "or renders differently depending on it)")
+                            f"or renders differently depending on it){hint}")
+
+    def _culprit(self, skeleton: _Skeleton, fields: Sequence[TextField],
+                 conversation: Conversation) -> TextField | None:
+        probe = self._probe(conversation, fields)
+        for number, f in enumerate(fields):
+            single = [dict(m) for m in probe.messages]
+            _set(single, f, f.value)
+            try:
+                text = self._render(dataclasses.replace(probe, messages=single))
+            except RecordError:
+                return f
+            parts = [skeleton.literals[0]]
+            for (n, left, right), following in zip(skeleton.occurrences, skeleton.literals[1:]):
+                value = _strip(f.value, left % UNKNOWN, right % UNKNOWN) if n == number else _SENTINEL.format(n)
+                parts += [value, following]
+            if text != "".join(parts):
+                return f
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,12 +462,19 @@ class _TurnLabels:
 
     def __init__(self, finder: SpanFinder, conversation: Conversation, fields: Sequence[TextField], text: str,
                  occ: Sequence[tuple[int, int, int]]):
-        self.finder, self.conversation, self.fields, self.text, self.occ = finder, conversation, fields, text, occ
+        self.finder, self.conversation, self.fields, self.text = finder, conversation, fields, text
+        self.all_occ = occ
+        self.occ = sorted(primary_occurrences(occ, fields))
         self.profile = finder.profile(conversation.template_kwargs)
         self.regions: list[tuple[int, int, int]] = []
         self.after: list[tuple[int, int]] = []
+        self.turns: list[tuple[int, int, int]] = []
+        self.headers: list[tuple[int, int, int]] = []
         self.last_start = 0
         self.starts = [s for s, _, _ in occ]
+        self._probe_cache: Conversation | None = None
+        self._turn_starts: set[int] = set()
+        self.leads: dict[int, int] = {}  # block start -> where its text starts after its leading whitespace
 
     def compute(self) -> "_TurnLabels":
         blocks = self._tool_call_blocks()
@@ -420,42 +487,113 @@ class _TurnLabels:
         for j, message in enumerate(self.conversation.messages):
             parts = sorted(by_message.get(j, []))
             if message["role"] == "assistant" and parts:
-                first, last = parts[0][0], max(e for _, e, _ in parts)
-                # the tail is known after a message's text only: after an empty message the turn starts at its part
-                previous = self.conversation.messages[j - 1]["role"] if j and by_message.get(j - 1) else None
-                turn_start = self._turn_start(cursor, first, previous)
+                first, last = self.leads.get(parts[0][0], parts[0][0]), max(e for _, e, _ in parts)
+                block_end = parts[0][1] if parts[0][2] == "tool_call_block" else first
+                turn_start = self._turn_start(j, cursor, first, bool(j and by_message.get(j - 1)), block_end)
+                parts, turn_start = self._block_edges(parts, turn_start)
                 if parts[0][2] == "reasoning" and turn_start == first and self.profile.think:
                     opening = self.profile.think[0].lstrip()  # the think tag before the reasoning
                     if opening and self.text.startswith(opening, first - len(opening)) \
                             and first - len(opening) >= cursor:
                         turn_start = first - len(opening)
-                self._gaps(turn_start, parts)
-                if parts[-1][2] == "tool_call" and j not in blocks:
-                    last = self._call_tail(last)
+                unblocked = bool(message.get("tool_calls")) and j not in blocks
+                self._turn_starts.add(turn_start)
+                self._gaps(turn_start, parts, unblocked)
+                if unblocked and any(kind == "tool_call" for _, _, kind in parts):
+                    last = self._call_tail(j, last)
                 self._after(last)
+                self.headers.append((turn_start, turn_start, j))
+                self.turns.append((turn_start, last, j))
                 self.last_start = turn_start
+                cursor = max(cursor, last)
             elif message["role"] == "assistant":  # no rendered part: place its end-of-turn after its header
                 cursor = self._empty_turn(cursor, self._next_start(cursor))
+            elif parts:
+                self.headers.append((parts[0][0], parts[0][0], j))
             if parts:
                 cursor = max(cursor, max(e for _, e, _ in parts))
+        # a header runs from the end of whatever part or turn precedes it in the text (templates may reorder); after
+        # an assistant turn, from where the render of the messages before it ends (what the template writes for
+        # this message is its header, whatever the turn's labels swallowed)
+        ends = sorted({e for s, e, _ in self.occ} | {e for _, e, _ in self.turns} | {0})
+        self.headers = [(self._header_start(j, start, ends), start, j) for _, start, j in self.headers]
         # tool-call blocks are written after the gaps so that they win where they overlap
         self.regions.sort(key=lambda r: (r[2] == content_key(Role.TOOL_CALL, False), r[0]))
         return self
 
-    def _turn_start(self, before: int, first: int, previous: str | None) -> int:
+    def _skeleton_probe(self) -> Conversation:
+        if self._probe_cache is None:
+            self._probe_cache = self.finder._probe(self.conversation, self.fields)
+        return self._probe_cache
+
+    def _header_start(self, j: int, start: int, ends: Sequence[int]) -> int:
+        default = ends[bisect.bisect_right(ends, start) - 1]
+        if j == 0 or self.conversation.messages[j]["role"] == "assistant" or \
+                not self.conversation.messages[j - 1].get("tool_calls"):  # only a call's text can run past its turn
+            return default
+        probe = self._skeleton_probe()
+        try:
+            before = self.finder._render(dataclasses.replace(probe, messages=probe.messages[:j]))
+        except RecordError:
+            return default
+        found = list(_SENTINEL_RE.finditer(before))
+        if not found:
+            return default
+        number, tail = int(found[-1].group(1)), before[found[-1].end():]
+        for s, e, n in self.all_occ:
+            if n == number and e + len(tail) <= start and self.text.startswith(tail, e):
+                return e + len(tail)
+        return default
+
+    def _block_edges(self, parts: list[tuple[int, int, str]], turn_start: int
+                     ) -> tuple[list[tuple[int, int, str]], int]:
+        """A block's leading whitespace (``\n`` before ``<tool_call>``) is written for the call: tool_call. Where
+        the block opens the turn, whitespace after the generation prompt is the turn's text before the call, and
+        whitespace inside the prompt is the prompt's; where no prompt was found, the turn starts with the block."""
+        s, e, kind = parts[0]
+        if kind == "tool_call_block" and s < turn_start and self._prompt_found:  # never over the generation prompt
+            s = self.leads[turn_start] = max(self.leads.get(s, s), turn_start)
+            parts = [(turn_start, e, kind)] + parts[1:]
+            s = turn_start
+        lead = self.leads.get(s, s)
+        if kind != "tool_call_block" or lead == s or self.text[turn_start:lead].strip():
+            return parts, turn_start
+        if self._prompt_found:
+            return [(lead, e, kind)] + parts[1:], turn_start
+        return parts, min(turn_start, s)
+
+    def _turn_start(self, j: int, before: int, first: int, previous_rendered: bool, block_end: int) -> int:
         """After the generation prompt: where the render continues the previous message with the text that
-        ``add_generation_prompt=True`` renders after it; else the turn's first part."""
-        tail = self.profile.prompt_tails.get(previous) if previous else None
-        if tail and before < first and before + len(tail) <= first and self.text.startswith(tail, before):
-            return before + len(tail)
+        ``add_generation_prompt=True`` renders after it (the render of the messages before this one with the
+        prompt; else the per-template prompt tail of the previous message's role); else the turn's first part.
+        A tool-call block (a diff: its edges may reach into the prompt) may start inside the prompt."""
+        self._prompt_found = False
+        if not previous_rendered or before >= first:
+            return first
+        for tail in (self.profile.prompt_tails.get(self.conversation.messages[j - 1]["role"]), None):
+            tail = tail if tail is not None else self._prompt_tail(j)  # the prefix render only where needed
+            if tail and before + len(tail) <= max(first, block_end - 1) and self.text.startswith(tail, before):
+                self._prompt_found = True
+                return before + len(tail)
         return first
+
+    def _prompt_tail(self, j: int) -> str | None:
+        """The generation prompt after messages[:j]: the render of their skeleton with ``add_generation_prompt``,
+        after its last field, when that field is the one the full skeleton renders last before message j."""
+        probe = self._skeleton_probe()
+        try:
+            prompt = self.finder._render(dataclasses.replace(probe, messages=probe.messages[:j]), True)
+        except RecordError:
+            return None
+        found = list(_SENTINEL_RE.finditer(prompt))
+        return prompt[found[-1].end():] if found else None
 
     def _next_start(self, pos: int) -> int:
         """Start of the first occurrence at or after ``pos`` (the end of the text if none)."""
         k = bisect.bisect_left(self.starts, pos)
         return self.starts[k] if k < len(self.starts) else len(self.text)
 
-    def _gaps(self, turn_start: int, parts: list[tuple[int, int, str]]) -> None:
+    def _gaps(self, turn_start: int, parts: list[tuple[int, int, str]], unblocked: bool) -> None:
         """Text inside the turn between its parts: the reasoning's tags (the text touching the reasoning, without
         whitespace at its far edge) are reasoning; a tool-call block is tool_call, and text touching a tool-call
         name where no block is known; an empty think block the template emits is reasoning; the rest is
@@ -463,40 +601,95 @@ class _TurnLabels:
         pos, previous = turn_start, None
         for s, e, kind in parts:
             if s > pos:
-                self._gap(pos, s, previous, kind)
+                self._gap(pos, s, previous, kind, unblocked)
             if kind == "tool_call_block":
                 self.regions.append((s, e, content_key(Role.TOOL_CALL, False)))
             pos, previous = max(pos, e), kind
 
-    def _gap(self, start: int, end: int, left: str | None, right: str) -> None:
+    def _gap(self, start: int, end: int, left: str | None, right: str, unblocked: bool) -> None:
         text = self.text[start:end]
         if left == "reasoning" or right == "reasoning":
             lead = len(text) - len(text.lstrip()) if left != "reasoning" else 0
             trail = len(text) - len(text.rstrip()) if right != "reasoning" else 0
+            if left == "reasoning":  # a closing that runs into a new assistant header (harmony) stops before it
+                at = min((text.find(t) for t in self.profile.prompt_tails.values() if t and t in text), default=-1)
+                trail = max(trail, len(text) - at) if at != -1 else trail
             pieces = [(start, start + lead, Role.ASSISTANT), (start + lead, end - trail, Role.REASONING),
                       (end - trail, end, Role.ASSISTANT)]
-        elif "tool_call" in (left, right):
+        elif unblocked and "tool_call" in (left, right):
             pieces = [(start, end, Role.TOOL_CALL)]
         else:
-            pieces = [(start, end, Role.ASSISTANT)]
-            think = self.profile.think
-            empty = think[0] + think[1] if think else ""
-            at = text.find(empty) if empty.strip() else -1
-            if at != -1:
-                tags = len(empty.rstrip())
-                pieces = [(start, start + at, Role.ASSISTANT), (start + at, start + at + tags, Role.REASONING),
-                          (start + at + tags, end, Role.ASSISTANT)]
+            empty = self._empty_think(start, end) + self._prompt_opened_think(start, end)
+            pieces = [(a, b, Role.ASSISTANT) for a, b in _complement(start, end, sorted(empty))]
+            pieces += [(a, b, Role.REASONING) for a, b in empty]
         self.regions.extend((a, b, content_key(role, False)) for a, b, role in pieces if b > a)
 
-    def _call_tail(self, last: int) -> int:
-        """Where no tool-call block is known (the template cannot render the turn without its calls): the call
-        runs from its last field to the end-of-turn text."""
+    def _empty_think(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Empty think blocks (a known tag pair, or the template's own, with only whitespace inside) in the text."""
+        pairs = list(THINK_TAGS)
+        if self.profile.think:
+            pairs.append((self.profile.think[0].strip(), self.profile.think[1].strip()))
+        found = []
+        for opening, closing in pairs:
+            if not opening or not closing:
+                continue
+            at = self.text.find(opening, start, end)
+            while at != -1:
+                inner = at + len(opening)
+                close = self.text.find(closing, inner, end)
+                if close == -1:
+                    break
+                if not self.text[inner:close].strip():
+                    found.append((at, close + len(closing)))
+                at = self.text.find(opening, close + len(closing), end)
+        return sorted(found)
+
+    def _prompt_opened_think(self, start: int, end: int) -> list[tuple[int, int]]:
+        """A think block the generation prompt opens (it ends with ``<think>\n``) and the turn closes with nothing
+        but whitespace before the closing tag: the turn's part of it (whitespace and the closing tag) is
+        reasoning."""
+        if start not in self._turn_starts:
+            return []
+        before = self.text[:start].rstrip()
+        for opening, closing in THINK_TAGS:
+            body = self.text[start:end]
+            at = len(body) - len(body.lstrip())
+            if before.endswith(opening) and body.startswith(closing, at):
+                return [(start, start + at + len(closing))]
+        return []
+
+    def _call_tail(self, j: int, last: int) -> int:
+        """Where no tool-call block is known (the template cannot render the turn without its calls): the call runs
+        from its last field past its arguments to the end-of-turn text, or else to the first special token."""
+        end = max(last, self._arguments_end(j, last))
+        limit = self._next_start(end)
         end_of_turn = self.profile.end_of_turn
-        at = self.text.find(end_of_turn, last, self._next_start(last)) if end_of_turn else -1
+        at = self.text.find(end_of_turn, end, limit) if end_of_turn else -1
+        if at == -1:
+            at = min((p for p in (self.text.find(t, end, limit) for t in self.finder.special_strings) if p != -1),
+                     default=end)
         if at > last:
             self.regions.append((last, at, content_key(Role.TOOL_CALL, False)))
             return at
         return last
+
+    def _arguments_end(self, j: int, last: int) -> int:
+        """End of the rendered arguments of message j's calls: where the render with them emptied stops differing
+        (common suffix); ``last`` when that render fails or the arguments are not rendered after ``last``."""
+        probe = self.finder._probe(self.conversation, self.fields)
+        messages = [dict(m) for m in probe.messages]
+        calls = copy.deepcopy(messages[j]["tool_calls"])
+        for call in calls:
+            call["function"]["arguments"] = {}
+        messages[j]["tool_calls"] = calls
+        try:
+            other = self.finder._render(dataclasses.replace(probe, messages=messages))
+        except RecordError:
+            return last
+        if other == self.text:
+            return last
+        q = len(os.path.commonprefix([self.text[::-1], other[::-1]]))
+        return max(last, len(self.text) - q)
 
     def _after(self, last: int) -> None:
         limit, end_of_turn = self._next_start(last), self.profile.end_of_turn
@@ -519,7 +712,7 @@ class _TurnLabels:
 
     def _tool_call_blocks(self) -> dict[int, list[tuple[int, int]]]:
         """Each assistant's tool calls as rendered with their wrapper: the text the render gains over the render
-        without tool calls, between the same neighbouring fields."""
+        without tool calls, between the same neighbouring fields, without whitespace at its edges."""
         calls = {j for j, m in enumerate(self.conversation.messages) if m.get("tool_calls")}
         if not calls:
             return {}
@@ -528,7 +721,7 @@ class _TurnLabels:
         except RecordError:
             return {}
         is_call = [f.role == "tool_call" and f.path[0] == "tool_calls" for f in self.fields]
-        mine = [(s, e, n) for s, e, n in self.occ if not is_call[n]]
+        mine = [(s, e, n) for s, e, n in self.all_occ if not is_call[n]]
         theirs = [(m.start(), m.end(), int(m.group(1))) for m in _SENTINEL_RE.finditer(other)]
         if [n for _, _, n in mine] != [n for _, _, n in theirs]:
             return {}
@@ -544,28 +737,155 @@ class _TurnLabels:
             q = min(q, len(x), len(y))
             p = len(os.path.commonprefix([x[:len(x) - q], y[:len(y) - q]]))
             start, end = a + p, b - q
-            inside = self.occ[bisect.bisect_left(self.starts, start):bisect.bisect_right(self.starts, end)]
+            # an insertion can slide where its edges repeat the text around it: never start on a closing bracket
+            # (``>`` of ``</think>`` when the block is ``\n<tool_call>…</tool_call>``)
+            slack = len(os.path.commonprefix([x[p:], y[p:]]))
+            while slack and self.text[start] in ">]})" and self.text[end] == self.text[start]:
+                start, end, slack = start + 1, end + 1, slack - 1
+            block = self.text[start:end]
+            lead, end = start + len(block) - len(block.lstrip()), end - (len(block) - len(block.rstrip()))
+            inside = self.occ[bisect.bisect_left([s for s, _, _ in self.occ], start):
+                              bisect.bisect_right([s for s, _, _ in self.occ], end)]
             owners = {self.fields[n].message for s, e, n in inside if is_call[n] and e <= end}
-            if len(owners) == 1 and owners <= calls:
-                blocks.setdefault(owners.pop(), []).append((start, end))
+            last_call = max((e for s, e, n in inside if is_call[n] and e <= end), default=start)
+            # the turn's end-of-turn text the block gained (the render without calls has no end-of-turn) is not
+            # part of the call
+            end_of_turn = (self.profile.end_of_turn or "").strip()
+            at = self.text.find(end_of_turn, last_call, end) if end_of_turn else -1
+            if at != -1:
+                end = len(self.text[start:at].rstrip()) + start
+            if len(owners) == 1 and owners <= calls and end > lead:
+                owner = owners.pop()
+                # nor the turn's end-of-turn token (the special tokens a plain turn ends with), nor what follows it:
+                # the diff may reach into the next message's header where that depends on the calls
+                stops = [p for p in (self.text.find(t, last_call, end) for t in self.finder.special_strings
+                                     if end_of_turn and t in end_of_turn) if p != -1]
+                if stops:
+                    end = len(self.text[start:min(stops)].rstrip()) + start
+                blocks.setdefault(owner, []).append((start, end))
+                self.leads[start] = lead
         return blocks
+
+
+
+def primary_occurrences(occ: Sequence[tuple[int, int, int]], fields: Sequence[TextField]
+                        ) -> list[tuple[int, int, int]]:
+    """For a field the template writes more than once, the occurrence that is the field: the first one after the
+    fields of the messages before it (a preview in an earlier header, or a repeat in a later header, is the
+    template's echo); the first one where none follows them."""
+    by_number: dict[int, list[tuple[int, int, int]]] = {}
+    for o in occ:
+        by_number.setdefault(o[2], []).append(o)
+    if len(by_number) == len(occ):  # every field written once: the common case
+        return list(occ)
+    chosen: list[tuple[int, int, int]] = []
+    floor = reached = -1  # end of the chosen occurrences of the earlier messages / of all chosen so far
+    message = -1
+    for n in sorted(by_number, key=lambda n: (fields[n].message, n)):
+        if fields[n].message != message:
+            message, floor = fields[n].message, reached
+        options = by_number[n]
+        pick = next((o for o in options if o[0] >= floor), options[0])
+        chosen.append(pick)
+        reached = max(reached, pick[1])
+    return chosen
+
+
+# -- the labelling invariants -----------------------------------------------------------------------------------
+class Violation(NamedTuple):
+    """A labelling invariant that a rendered conversation breaks: ``message`` (index) and ``field`` at fault
+    (``header``: what the template writes before the message's first part), the ``rule`` broken, the offending
+    ``text``, and the ``flag`` that fixes it where one exists."""
+
+    message: int
+    role: str
+    field: str
+    rule: str
+    text: str
+    flag: str | None = None
+
+    def describe(self) -> str:
+        fix = f"; pass {self.flag} to fix it" if self.flag else ""
+        return f"message {self.message} ({self.role}) {self.field}: {self.rule} ({self.text!r}){fix}"
+
+    def error(self, template: ChatTemplate) -> RecordError:
+        return RecordError("invariant_violation", f"chat template {template.name!r}: {self.describe()}")
+
+
+#: the rules (docs/DESIGN.md, "Labelling rules"), as named in violations
+RULE_HEADER = "a message's header (the template's text before it, or an assistant's generation prompt) carries " \
+              "an output role"
+RULE_TURN = "text the template emits inside an assistant turn is not output"
+RULE_THINK = "an empty reasoning block the template emits inside an assistant turn is not reasoning"
+
+_OUTPUT_CONTENT = [int(r) for r in (Role.ASSISTANT, Role.REASONING, Role.TOOL_CALL)]
+
+
+def character_roles(rendered: RenderedConversation) -> np.ndarray:
+    """The role code of every character of the render (int8; spans in writing order; the after-turn regions are
+    assistant_end up to their end: the first special token is a token-level cut, see :mod:`im_data.encode`)."""
+    roles = np.zeros(len(rendered.text), dtype=np.int8)
+    for s, e in rendered.after_assistant:
+        roles[s:e] = int(Role.ASSISTANT_END)
+    for s, e, k in rendered.spans:
+        roles[s:e] = int(role_of_key(k)) if k >= CONTENT else int(Role.TEMPLATE)
+    return roles
+
+
+def check_invariants(rendered: RenderedConversation, conversation: Conversation | Sequence[Mapping[str, Any]]
+                     ) -> list[Violation]:
+    """The labelling rules a rendered conversation breaks (empty: none), at the character level:
+
+    * no message's header carries an output role (assistant, reasoning, tool_call): what the template writes
+      before a system / user / tool message, and an assistant's generation prompt, are template text;
+    * every character of an assistant turn (after its generation prompt, up to the end of its last output part)
+      has an output role;
+    * an empty think block (``<think></think>``, ``<seed:think></seed:think>``, ...) inside a turn is reasoning.
+
+    ``conversation``: the messages the render was made from (for naming the message at fault)."""
+    messages = conversation.messages if isinstance(conversation, Conversation) else list(conversation)
+    roles = character_roles(rendered)
+    output = np.isin(roles, _OUTPUT_CONTENT)
+    text = rendered.text
+    found = []
+
+    def run(mask: np.ndarray, offset: int) -> str:
+        bad = np.flatnonzero(mask)
+        return text[offset + int(bad[0]):offset + int(bad[-1]) + 1]
+
+    for s, e, j in rendered.headers:
+        if output[s:e].any():
+            found.append(Violation(j, messages[j]["role"], "header", RULE_HEADER, run(output[s:e], s)))
+    for s, e, j in rendered.turns:
+        if not output[s:e].all():
+            found.append(Violation(j, "assistant", "turn", RULE_TURN, run(~output[s:e], s)))
+        for opening, closing in THINK_TAGS:
+            at = text.find(opening, s, e)
+            while at != -1:
+                close = text.find(closing, at + len(opening), e)
+                if close == -1:
+                    break
+                end = close + len(closing)
+                if not text[at + len(opening):close].strip() and (roles[at:end] != Role.REASONING).any():
+                    found.append(Violation(j, "assistant", "turn", RULE_THINK, text[at:end]))
+                at = text.find(opening, end, e)
+    return found
+
+
+def _complement(start: int, end: int, holes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    out, pos = [], start
+    for a, b in holes:
+        if a > pos:
+            out.append((pos, a))
+        pos = max(pos, b)
+    if end > pos:
+        out.append((pos, end))
+    return out
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
 def _m(role: str, content: str) -> dict:
     return {"role": role, "content": content}
-
-
-def _bisect(bounds: Sequence[int], pos: int) -> int:
-    """Index k of the literal [bounds[2k], bounds[2k+1]] that holds ``pos`` (ends included)."""
-    lo, hi = 0, len(bounds) // 2 - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if bounds[2 * mid] <= pos:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def _set(messages: list[dict], f: TextField, value: str) -> None:

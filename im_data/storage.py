@@ -35,11 +35,33 @@ def normalize(path: str | os.PathLike) -> str:
     return os.path.abspath(local_path(path))
 
 
+#: S3 requests fail after bounded time (a frozen or dead endpoint is an error within minutes, never a stall):
+#: seconds to connect, seconds to wait for a response, attempts by botocore, and retries by s3fs on top.
+S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 20
+S3_ATTEMPTS = 2
+S3FS_RETRIES = 1
+
+
+def storage_options(path: str | os.PathLike) -> dict[str, Any]:
+    """Options for the filesystem of ``path``: timeouts and bounded retries on S3; nothing elsewhere."""
+    if os.fspath(path).split("://", 1)[0] in ("s3", "s3a"):
+        return {"config_kwargs": {"connect_timeout": S3_CONNECT_TIMEOUT_S, "read_timeout": S3_READ_TIMEOUT_S,
+                                  "retries": {"max_attempts": S3_ATTEMPTS, "mode": "standard"}}}
+    return {}
+
+
 def filesystem(path: str | os.PathLike):
     """``(fsspec filesystem, path inside it)``."""
     from fsspec.core import url_to_fs
 
-    return url_to_fs(os.fspath(path) if is_url(path) else local_path(path))
+    if not is_url(path):
+        return url_to_fs(local_path(path))
+    options = storage_options(path)
+    fs, inner = url_to_fs(os.fspath(path), **options)
+    if options:
+        fs.retries = S3FS_RETRIES  # s3fs's own retries on top of botocore's (a class attribute, 5 by default)
+    return fs, inner
 
 
 def _fresh(path: str | os.PathLike):

@@ -35,14 +35,23 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 class _DropNoise(logging.Filter):
+    """Drops known chatter; without -v/--debug also the errors other libraries log while a run fails (Beam logs
+    each failed bundle with its traceback): the failure itself ends the command with one line."""
+
+    def __init__(self, quiet_errors: bool = True):
+        super().__init__()
+        self.quiet_errors = quiet_errors
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.quiet_errors and record.name.split(".")[0] in NOISY_LOGGERS:
+            return False
         return "apitools not found" not in record.getMessage()
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, debug: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_DropNoise())
+    handler.addFilter(_DropNoise(quiet_errors=not (verbose or debug)))
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(handler)
@@ -170,7 +179,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv, flags = _global_flags(list(sys.argv[1:] if argv is None else argv))
-    setup_logging(flags["verbose"])
+    setup_logging(flags["verbose"], flags["debug"])
     prog = "im-data"
     try:
         parser = build_parser()

@@ -24,7 +24,7 @@ from im_data.dataset import FORMATS as SHARD_FILE_FORMATS
 from im_data.encode import TRUNCATION_MODES
 from im_data.formats import FORMATS as INPUT_FORMATS
 from im_data.formats import FormatOptions
-from im_data.limits import DEFAULT_MAX_RECORD_BYTES
+from im_data.limits import DEFAULT_MAX_RECORD_BYTES, MAX_LENGTH_LIMIT
 from im_data.policy import MODES, WeightPolicy, parse_weight_overrides
 from im_data.roles import ROLE_LABELS, roles_on_side
 from im_data.templates import ChatTemplate
@@ -33,6 +33,7 @@ SHARD_FORMATS = SHARD_FILE_FORMATS  # one owner: the output contract (im_data.da
 HUB_PREFIXES = ("hf:", "hub:")
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SCATTER_SAMPLE = 20_000
+MAX_NUM_SHARDS = 10_000  # every shard is a file, written even when empty
 
 
 class UsageError(RuntimeError):
@@ -82,8 +83,8 @@ class EncoderOptions:
                             f"got {type(self.format_options).__name__}")
         if self.truncation not in TRUNCATION_MODES:
             raise ValueError(f"--truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"--max-length must be >= 2, got {self.max_length}")
+        if self.max_length is not None and not 2 <= self.max_length <= MAX_LENGTH_LIMIT:
+            raise ValueError(f"--max-length must be between 2 and {MAX_LENGTH_LIMIT}, got {self.max_length}")
 
     def load_tokenizer(self):
         from im_data import load_tokenizer
@@ -183,8 +184,8 @@ class PrepareOptions:
             raise ValueError("an output directory is needed (--output DIR)")
         if self.format not in SHARD_FORMATS:
             raise ValueError(f"--format must be one of {', '.join(SHARD_FORMATS)}, got {self.format!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if not 1 <= self.num_shards <= MAX_NUM_SHARDS:
+            raise ValueError(f"--num-shards must be between 1 and {MAX_NUM_SHARDS}, got {self.num_shards}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 

@@ -117,7 +117,7 @@ def plan(options: PrepareOptions):
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
     from .config import PrepareConfig
-    from .manifest import OutputError, check_output_dir
+    from .manifest import OutputError, check_output_dir, resolve_output
     from .mixture import input_ratios, mixture_plan
     from .pack import packing_limit
     from .read import InputError, expand_inputs
@@ -134,11 +134,12 @@ def plan(options: PrepareOptions):
             expand_inputs([bench])  # a benchmark that names nothing readable fails here (exit 2)
         if not options.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
-        check_output_dir(options.output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
+        output = resolve_output(options.output)  # a symbolic link: its target; a dangling one: refused
+        check_output_dir(output, options.overwrite, [s.path for s in sources if s.kind != "hub"])
         tok = options.encoder.load_tokenizer()
         encoder_options = packing_limit(options.encoder, options.pack_length).resolved(tok)
         encoder = encoder_options.build(tok)
-        config = PrepareConfig(sources=sources, work_dir="", output_dir=storage.normalize(options.output),
+        config = PrepareConfig(sources=sources, work_dir="", output_dir=output,
                                encoder=encoder_options, format=options.format, num_shards=options.num_shards,
                                batch_size=options.batch_size, eval_fraction=options.eval_fraction,
                                eval_split=options.eval_split, max_record_bytes=options.max_record_bytes,
@@ -239,6 +240,7 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
         if progress is not None:
             progress.phase(f"publishing to {stage_config.output_dir}")
         warn_reject_rate(manifest.counts, storage.join(stage_config.output_dir, "rejects"))
+        warn_read_errors(manifest.counts, storage.join(stage_config.output_dir, "rejects"))
         card = render_card(manifest, summary["stats"], location=stage_config.output_dir)
         try:
             publish(work_dir, stage_config.output_dir, manifest, summary["stats"], card, options.overwrite)
@@ -246,7 +248,11 @@ def prepare(config: PrepareOptions, pipeline_options: Any = None, *, progress=No
             raise usage_error(exc) from None
     except BaseException:
         if not keep:
-            storage.remove_tree(work_dir)
+            try:
+                storage.remove_tree(work_dir)
+            except Exception as exc:  # noqa: BLE001 - the run's own error matters; the next run removes it
+                LOG.warning("could not remove the run folder %s (%s); the next run removes it", work_dir,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
     return _result(manifest.to_dict(), summary["stats"], stage_config.output_dir, start, pipeline_s)
 
@@ -299,6 +305,8 @@ REASON_FIXES: dict[str, str | None] = {
     "unrendered_field": "use a chat template that renders the field with --chat-template NAME|FILE (the built-in "
                         "chatml_tools renders tools, tool calls and reasoning), or accept it with "
                         "--allow-unrendered FIELD",
+    "invariant_violation": "use a chat template whose turns label exactly with --chat-template NAME|FILE (the message "
+                           "names the message, field and rule; im-data check-template lists every violation)",
     "special_token_in_content": "accept such content with --allow-special-tokens",
     "too_long": "raise --max-length N, or cut long records with --truncation keep_start",
     "no_trainable_tokens": "choose a policy that trains these records' tokens with --mode or --weights ROLE=W",
@@ -350,6 +358,15 @@ def warn_reject_rate(counts, rejects: str) -> None:
     if counts.reject_rate > REJECT_WARNING_RATE:
         LOG.warning("%s of %s records were rejected (%.1f %%): see %s (--max-reject-rate R makes this an error)",
                     f"{counts.rejected:,}", f"{counts.read:,}", 100 * counts.reject_rate, rejects)
+
+
+def warn_read_errors(counts, rejects: str) -> None:
+    """Inputs that could not be read completely (unreadable, corrupt, shrunk or deleted while read) are
+    ``read_error`` rejects; say so even when the reject rate is low."""
+    n = counts.rejected_by_reason.get("read_error", 0)
+    if n:
+        LOG.warning("%s read_error reject(s): part of the input could not be read (unreadable, corrupt, or changed "
+                    "while being read); see %s", f"{n:,}", rejects)
 
 
 def describe_policy(policy: dict[str, Any]) -> str:

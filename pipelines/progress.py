@@ -403,6 +403,9 @@ def watching(display: ProgressDisplay | None, sources, **kwargs):
         yield ""
         return
     progress_dir = tempfile.mkdtemp(prefix="im-data-progress-")
+    from .signals import remove_on_signal
+
+    remove_on_signal(progress_dir)  # SIGTERM/SIGINT remove it too
     ok = False
     try:
         display.start(progress_dir, sources, **kwargs)  # inside: Ctrl-C during the start still stops the display

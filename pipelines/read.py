@@ -39,6 +39,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FILE_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES
+UNSUPPORTED_COMPRESSION = (".bz2", ".zst", ".xz", ".lz4", ".zip", ".7z")
 ROWS_PER_BATCH = 1024
 LOG = logging.getLogger("im_data.prepare")
 
@@ -112,8 +113,19 @@ def _dataset_dict_splits(path: str) -> list[str]:
     return splits
 
 
+def source_label(path: str) -> str:
+    """What records of a local file carry as their ``source``: the normalised path, as valid UTF-8 text (a file
+    name that is not UTF-8, which Python holds with surrogate escapes, shows its bytes as ``\\xNN``)."""
+    text = os.path.normpath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
 def _disk_sources(path: str) -> list[Source]:
-    label = os.path.normpath(path)
+    label = source_label(path)
     if os.path.isfile(os.path.join(path, "dataset_dict.json")):
         return [Source("disk", path, f"{label}[{s}]", split=s) for s in _dataset_dict_splits(path)]
     if os.path.isfile(os.path.join(path, "state.json")):
@@ -207,6 +219,7 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
     out: list[Source] = []
     seen: dict[tuple, str] = {}
     duplicates: list[tuple[str, str]] = []
+    skipped: list[str] = []
     for spec in specs:
         if spec.startswith(("hf:", "hub:")):
             name, _, split = spec.split(":", 1)[1].partition(":")
@@ -225,7 +238,8 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
             kind = None if os.path.isdir(path) else _file_kind(path)
             if kind is None and not os.path.isdir(path):
                 if _has_glob(spec):
-                    continue  # a glob may match unrelated files; only explicit paths must be readable
+                    skipped.append(path)  # a glob may match unrelated files: reported, not read
+                    continue
                 raise InputError(f"{path}: unknown input type (expected {', '.join(FILE_SUFFIXES)} or a "
                                  "save_to_disk directory)")
             st = _stat_input(path)
@@ -239,9 +253,15 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[Source, ...]:
                 continue
             if not os.access(path, os.R_OK):
                 raise InputError(f"{path}: not readable")
-            out.append(Source(kind, path, os.path.normpath(path)))
+            out.append(Source(kind, path, source_label(path)))
     for dup, first in duplicates:
         LOG.warning("input %s is the same file as %s: read once", dup, first)
+    if skipped:
+        LOG.warning("skipped %d file(s) a pattern matched that are not inputs im-data reads (%s; it reads %s, and "
+                    "save_to_disk folders): %s", len(skipped), "compressed other than gzip" if any(
+                        p.lower().endswith(UNSUPPORTED_COMPRESSION) for p in skipped) else "unknown type",
+                    ", ".join(FILE_SUFFIXES), ", ".join(source_label(p) for p in skipped[:5])
+                    + (", ..." if len(skipped) > 5 else ""))
     unique = list(dict.fromkeys(out))
     if not unique:
         raise InputError("no input files found in " + " ".join(specs))
@@ -264,8 +284,10 @@ def _count_newlines(f, start: int, end: int) -> int:
 def _jsonl_splits(source: Source, split_bytes: int) -> list[Split]:
     """Byte ranges that start at line starts, each with the index of its first line."""
     size = storage.size(source.path)
+    if size == 0:
+        return [Split(source)]  # empty, or a special file whose size says nothing (/proc): read to its end
     if size <= split_bytes:
-        return [Split(source)]
+        return [Split(source, 0, size, 0)]  # the size now: a file that shrinks while read is a read_error
     splits: list[Split] = []
     start = first = 0
     with _open(source.path) as f:
@@ -327,12 +349,17 @@ def _too_large(source: str, index: int, size: int, max_bytes: int, prefix: bytes
 
 def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: int) -> Iterator[RawRecord]:
     """Non-blank lines as raw records; a line longer than ``max_bytes`` is skipped while reading (``too_large``),
-    never held; an I/O error ends the split with one ``read_error`` at the line it hit."""
+    never held; an I/O error ends the split with one ``read_error`` at the line it hit, and so does an end of
+    file before ``limit`` bytes (the file shrank, or was replaced, since the splits were planned)."""
     index, consumed = first_index, 0
     try:
         while limit is None or consumed < limit:
             line = f.readline(max_bytes + 1)
             if not line:
+                if limit is not None:
+                    yield RawRecord(label, index, RecordError(
+                        "read_error", f"line {index} and after could not be read: the file ended {limit - consumed} "
+                                      f"bytes early (it shrank or was replaced while being read)"))
                 break
             consumed += len(line)
             if len(line) > max_bytes and not line.endswith(b"\n"):
@@ -351,13 +378,20 @@ def _iter_lines(f, first_index: int, label: str, limit: int | None, max_bytes: i
         yield _read_error(label, index, exc, f"line {index} and after could not be read: ")
 
 
+def _starts_with_bom(f) -> bool:
+    try:
+        return f.peek(3)[:3] == b"\xef\xbb\xbf"
+    except OSError:  # the read that follows reports it, with its line
+        return False
+
+
 def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawRecord]:
     src = split.source
     gz = src.path.lower().endswith(".gz")
     try:
         f = _gzip_open(src.path) if gz else _open(src.path)
-    except OSError as exc:
-        yield _read_error(src.label, None, exc)
+    except OSError as exc:  # a part of a file (split.start > 0) that vanished: its first line is the index
+        yield _read_error(src.label, split.first_index if split.start > 0 else None, exc)
         return
     with f:
         if gz:
@@ -367,6 +401,9 @@ def read_jsonl(split: Split, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Itera
         if limit == 0:
             return
         f.seek(split.start)
+        if split.start == 0 and _starts_with_bom(f):  # a UTF-8 byte order mark starts the file: not data
+            f.seek(3)
+            limit = None if limit is None else limit - 3
         yield from _iter_lines(f, split.first_index, src.label, limit, max_bytes)
 
 

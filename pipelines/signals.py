@@ -43,6 +43,14 @@ def remove_on_signal(path: str) -> None:
 
 
 def _remove(path: str) -> None:
+    if "://" in path and not path.startswith("file://"):  # object storage: no local rmtree of a URL
+        from im_data import storage
+
+        try:
+            storage.remove_tree(path)
+        except Exception:  # noqa: BLE001 - best effort: the next run removes it as stale (no owner alive)
+            pass
+        return
     for _ in range(10):  # worker threads may still be creating files in it for a moment
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.lexists(path):

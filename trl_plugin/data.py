@@ -87,9 +87,15 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str 
     manifest's fingerprint differs. With ``warn_if_binarised`` (for code that will train from ``labels`` only, e.g.
     plain ``SFTTrainer``), warns with :class:`FloatWeightsWarning` when the manifest's policy has fractional weights.
     """
+    # read again when the directory is replaced (prepare --overwrite) meanwhile: one complete output, never a mix
+    return PreparedDataset.read(path, lambda prepared: _load_split(prepared, tokenizer, split, verify_checksums,
+                                                                   warn_if_binarised, cache_dir))
+
+
+def _load_split(prepared: PreparedDataset, tokenizer: Any, split: str, verify_checksums: bool,
+                warn_if_binarised: bool, cache_dir: str | None):
     import datasets
 
-    prepared = PreparedDataset.open(path)
     root, manifest = prepared.root, prepared.manifest
     if tokenizer is not None:
         check_tokenizer(manifest, tokenizer, where=f" in {root}")
@@ -99,7 +105,7 @@ def load_prepared(path: str | os.PathLike, tokenizer: Any = None, *, split: str 
             "reads only `labels` trains every token with weight > 0 at weight 1. Use trl_plugin.WeightedSFTTrainer "
             "(im-sft) to train on the weights.",
             FloatWeightsWarning,
-            stacklevel=2,
+            stacklevel=5,
         )
     shards = manifest.shards_of(split)
     if not shards:

@@ -220,6 +220,61 @@ def test_templates_that_are_not_prefix_stable_are_encoded(default_tokenizer, tmp
     assert text_of(4).strip().endswith("Hello there")
 
 
+# --- invariant_violation -------------------------------------------------------------------------------------
+#: the tool message's header repeats the arguments of the last call, and no end-of-turn text closes a call turn
+ECHO_ARGS = ("{% set ns = namespace(args='') %}{% for m in messages %}{% if m.role == 'user' %}<|user|>{{ m.content }}\n"
+             "{% elif m.role == 'assistant' %}<|assistant|>{{ m.content }}{% for c in m.tool_calls or [] %}<call>"
+             "{{ c.function.name }} {{ c.function.arguments | tojson }}</call>"
+             "{% set ns.args = c.function.arguments | tojson %}{% endfor %}\n"
+             "{% else %}<|tool|>result for {{ ns.args }}: {{ m.content }}\n{% endif %}{% endfor %}")
+CALL_TURN = [m("user", "2+3?"), {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}]},
+    {"role": "tool", "content": "5", "tool_call_id": "c1"}, m("assistant", "It is 5.")]
+
+
+def test_an_output_role_in_a_header_is_an_invariant_violation(default_tokenizer, tmp_path):
+    """The call's text (what the render gains over the render without calls) runs into the tool message's header:
+    labelling it would train the header as a tool call, so the record is rejected naming message, field and rule."""
+    path = tmp_path / "echo.jinja"
+    path.write_text(ECHO_ARGS, encoding="utf-8")
+    with pytest.raises(RecordError) as info:
+        Encoder(default_tokenizer, chat_template=str(path)).encode({"messages": CALL_TURN})
+    err = info.value
+    assert err.reason == "invariant_violation"
+    assert "message 2 (tool) header" in err.message and "carries an output role" in err.message
+    assert "'<|tool|>result for {\"a\": 2, \"b\": 3}'" in err.message
+
+
+def test_find_without_check_returns_the_labels_and_their_violations(default_tokenizer, tmp_path):
+    """For reports (check-template): the labels of a violating conversation, and the violations they break."""
+    from im_data import check_invariants
+    from im_data.formats import read_conversation
+
+    path = tmp_path / "echo.jinja"
+    path.write_text(ECHO_ARGS, encoding="utf-8")
+    enc = Encoder(default_tokenizer, chat_template=str(path))
+    conversation = read_conversation({"messages": CALL_TURN}, FormatOptions())
+    rendered = enc._spans.find(conversation, check=False)
+    found = check_invariants(rendered, conversation)
+    assert [(v.message, v.role, v.field) for v in found] == [(2, "tool", "header")]
+    assert found[0].text == '<|tool|>result for {"a": 2, "b": 3}'
+
+
+def test_a_preview_in_a_header_is_the_templates_text(default_tokenizer, tmp_path):
+    """A template that previews the answer in the user's header: the answer's occurrence in its own turn is the
+    field, the preview is template text (never trained)."""
+    path = tmp_path / "preview.jinja"
+    path.write_text("{% for m in messages %}{% if m.role == 'user' %}<|user|>{% if not loop.last %}(next: "
+                    "{{ messages[loop.index0 + 1].content }}) {% endif %}{{ m.content }}\n{% else %}<|assistant|>"
+                    "{{ m.content }}</s>\n{% endif %}{% endfor %}", encoding="utf-8")
+    ex = Encoder(default_tokenizer, chat_template=str(path), keep_text=True).encode({"messages": OK})
+    roles = {}
+    for (s, e), r in zip(ex.offsets.tolist(), ex.roles.tolist()):
+        roles[r] = roles.get(r, "") + ex.text[s:e]
+    assert ex.text.startswith("<|user|>(next: Hello there) Hi\n")
+    assert "(next: Hello there)" in roles[0] and roles[2].strip() == "Hi" and roles[4].endswith("Hello there")
+
+
 # --- unrendered_field ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("message, words", [
     pytest.param({"role": "assistant", "content": "A", "reasoning_content": "because"},
@@ -383,17 +438,19 @@ def test_reason_codes_are_the_documented_set():
     assert set(REASONS) == {
         "invalid_json", "unknown_format", "missing_field", "not_a_string", "bad_role", "empty_conversation",
         "no_assistant_turn", "empty_output", "template_error", "special_token_in_content", "too_long",
-        "no_trainable_tokens", "read_error", "too_large", "internal_error", "unrendered_field", "duplicate",
-        "contaminated"}
+        "no_trainable_tokens", "read_error", "too_large", "internal_error", "unrendered_field",
+        "reserved_template_variable", "template_timeout", "invariant_violation", "duplicate", "contaminated"}
     with pytest.raises(ValueError, match="unknown reason"):
         RecordError("oops", "x")
 
 
 def test_every_record_reason_is_covered_by_this_module():
     covered = {p.values[1] for p in RECORD_CASES} | {"invalid_json", "template_error", "special_token_in_content",
-                                                      "too_long", "no_trainable_tokens", "unrendered_field"}
+                                                      "too_long", "no_trainable_tokens", "unrendered_field",
+                                                      "invariant_violation"}
     # tests/pipeline/hostile; duplicate and contaminated: tests/pipeline/test_dedup.py, test_decontam.py
-    assert covered == set(REASONS) - {"read_error", "too_large", "internal_error", "duplicate", "contaminated"}
+    assert covered == set(REASONS) - {"read_error", "too_large", "internal_error", "reserved_template_variable",
+                                      "template_timeout", "duplicate", "contaminated"}
 
 
 def test_errors_pickle():

@@ -95,6 +95,27 @@ def _tool_conversation(arguments_as: str, reasoning: bool, content: Any, system:
     return Case({"messages": msgs, "tools": [_weather_tool(tools_tag)]}, {len(msgs) - 3: [arg_tag]}, tools_tag)
 
 
+def _add_tool(tag: str) -> dict[str, Any]:
+    return {"type": "function", "function": {
+        "name": "add", "description": f"Add two numbers {tag}",
+        "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                       "required": ["a", "b"]}}}
+
+
+def _named_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _issue_record() -> Case:
+    """Issue 16's record R: one call-only assistant turn (no content key), a tool result, the answer."""
+    t = _Tags()
+    tools_tag, arg_tag = t(), t()
+    first = {"role": "assistant", "tool_calls": [_named_call("c1", "add", {"a": 2, "b": 3, "note": arg_tag})]}
+    msgs = [m("user", f"2+3 {t()}?"), first, m("tool", f"5 {t()}", tool_call_id="c1", name="add"),
+            m("assistant", f"It is 5 {t()}.")]
+    return Case({"messages": msgs, "tools": [_add_tool(tools_tag)]}, {1: [arg_tag]}, tools_tag)
+
+
 def _call(call_id: str, city: str) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
 
@@ -151,6 +172,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "tool_call_args_object": lambda: _tool_conversation("object", False, "", False),
     "tool_call_args_string_no_system": lambda: _tool_conversation("string", False, "", False),
     "tool_call_reasoning": lambda: _tool_conversation("object", True, "", False),
+    "tool_issue_record": _issue_record,
     "tool_parallel": lambda: _parallel_calls(False),
     "system_tool_parallel": lambda: _parallel_calls(True),
     "tool_multi_turn": _multi_turn_calls,

@@ -41,7 +41,9 @@ TRAINED = {"it": frozenset({ASSISTANT, ASSISTANT_END, REASONING, TOOL_CALL}),
            "im": frozenset({SYSTEM, USER, TOOL, ASSISTANT, ASSISTANT_END, REASONING, TOOL_CALL})}
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"), ("<|START_THINKING|>", "<|END_THINKING|>"),
-              ("<thought>", "</thought>"))
+              ("<thought>", "</thought>"), ("<seed:think>", "</seed:think>"))
+#: reasoning written as its own channel message (harmony): the text that opens it, which is reasoning too
+REASONING_OPENERS = {"gpt_oss": "<|channel|>analysis<|message|>"}
 MARKER = "\ue000"
 
 #: how each family wraps one rendered tool call: (text that opens it, text that closes it); ``None`` as the closer:
@@ -61,7 +63,7 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "deepseek_v3_1": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
     "granite3_3": ("<|tool_call|>", None),
     "command_r_plus_tool_use": ("\nAction:", None),  # the newline after the generation prompt opens the call
-    "llama4": ('{"name": ', None),
+    "llama4": ("<|python_start|>", None),  # the call turn opens with <|python_start|>[content]<|python_end|>
     "qwen3_coder": ("<tool_call>", "</tool_call>"),
     "qwen3_next": ("<tool_call>", "</tool_call>"),
     "qwen3_5": ("<tool_call>", "</tool_call>"),
@@ -70,7 +72,18 @@ CALL_WRAPPERS: dict[str, tuple[str, str | None]] = {
     "command_r7b": ("<|START_ACTION|>", "<|END_ACTION|>"),
     "granite4": ("<tool_call>", "</tool_call>"),
     "devstral": ("[TOOL_CALLS]", None),
+    "hermes2_pro_tool_use": ("<tool_call>", "</tool_call>"),
+    "hermes3_tool_use": ("<tool_call>", "</tool_call>"),
+    "seed_oss": ("\n<seed:tool_call>", "</seed:tool_call>"),  # each call is written as "\n<seed:tool_call>…"
+    "glm4_5": ("\n<tool_call>", "</tool_call>"),  # each call is written as "\n<tool_call>NAME…"
+    "glm4_6": ("\n<tool_call>", "</tool_call>"),
+    "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
+    "kimi_k2_thinking": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
+    # harmony: the recipient after the generation prompt opens the call; ``<|call|>`` ends the turn (not the call)
+    "gpt_oss": (" to=functions.", "<|call|>"),
 }
+#: families whose closer ends the turn: the call stops before it
+CLOSER_EXCLUDED = frozenset({"gpt_oss"})
 
 
 class OracleError(AssertionError):
@@ -104,6 +117,8 @@ def canonical_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any
         for alias in REASONING_KEYS[1:]:
             if alias in m:
                 m["reasoning_content"] = m.pop(alias)
+        if "reasoning_content" in m:  # harmony templates read ``thinking``: the input contract passes both names
+            m["thinking"] = m["reasoning_content"]
         out.append(m)
     return out
 
@@ -177,7 +192,7 @@ def _locate_by_marker(render: Callable, messages, i: int, text: str) -> tuple[in
     return end - len(content), end
 
 
-def _locate_reasoning(text: str, reasoning: str) -> tuple[int, int] | None:
+def _locate_reasoning(text: str, reasoning: str, family: str = "") -> tuple[int, int] | None:
     core = reasoning.strip()
     hits = _occurrences(text, core)
     if not hits:
@@ -185,6 +200,9 @@ def _locate_reasoning(text: str, reasoning: str) -> tuple[int, int] | None:
     if len(hits) > 1:
         raise OracleError(f"reasoning {core[:20]!r} occurs {len(hits)} times")
     start, end = hits[0], hits[0] + len(core)
+    opener = REASONING_OPENERS.get(family)
+    if opener and text[:start].endswith(opener):
+        return start - len(opener), end
     for open_tag, close_tag in THINK_TAGS:
         before, after = text[:start].rstrip(), text[end:]
         after_ws = len(after) - len(after.lstrip())
@@ -213,7 +231,7 @@ def _locate_parts(family: str, render: Callable, messages, text: str, specials: 
                 parts.content[i] = span
         reasoning = m.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning.strip():
-            span = _locate_reasoning(text, reasoning)
+            span = _locate_reasoning(text, reasoning, family)
             if span is None:
                 parts.dropped.append((i, "reasoning_content"))
             else:
@@ -261,7 +279,7 @@ def _locate_call(family: str, text: str, call: dict[str, Any], tag: str, lower: 
         end = text.find(close_text, tag_end)
         if end == -1:
             raise OracleError(f"{family}: no {close_text!r} after the tool call")
-        end += len(close_text)
+        end += 0 if family in CLOSER_EXCLUDED else len(close_text)
     return start, end
 
 
@@ -312,12 +330,8 @@ def _char_roles(render, messages, text, parts: _Parts, family, specials, call_ta
         paint(span, MESSAGE_ROLE[messages[i]["role"]])
     for span in parts.reasoning.values():
         paint(span, REASONING)
-    for spans in parts.calls.values():
-        for span in spans:
-            paint(span, TOOL_CALL)
-        for (_, end), (start, _) in zip(spans, spans[1:]):  # calls of one turn apart by whitespace: one call block
-            if not text[end:start].strip():
-                paint((end, start), TOOL_CALL)
+    for spans in parts.calls.values():  # the calls of one message, and the text between them, are one block
+        paint((min(s for s, _ in spans), max(e for _, e in spans)), TOOL_CALL)
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
@@ -393,7 +407,9 @@ def _output_start(render, messages, i, text, parts, family, specials, call_tags,
         return first_part
     tail = prompt[max(prompt_before):]
     prev_end = max(before)
-    if text.startswith(tail, prev_end) and prev_end + len(tail) <= first_core:
+    rest = text[first_core:]
+    first_text = first_core + len(rest) - len(rest.lstrip())  # a wrapper's leading newline may be the prompt's
+    if text.startswith(tail, prev_end) and prev_end + len(tail) <= first_text:
         return prev_end + len(tail)
     return first_part
 

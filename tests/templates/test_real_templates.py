@@ -46,7 +46,9 @@ def test_provenance_matches_the_stored_templates():
                 "mistral_small3_2", "mixtral", "gemma2", "gemma3", "phi3_5", "phi4", "deepseek_v3", "deepseek_r1",
                 "glm4", "internlm2", "command_r", "granite3_3", "smollm3", "olmo2", "tulu3", "yi", "zephyr",
                 "openchat", "llama4", "qwen3_coder", "qwen3_next", "qwen3_5", "qwq", "nemotron_nano_v2", "command_r7b",
-                "granite4", "phi4_mini", "phi4_reasoning", "exaone3_5", "exaone_deep", "devstral"}
+                "granite4", "phi4_mini", "phi4_reasoning", "exaone3_5", "exaone_deep", "devstral", "gpt_oss",
+                "hermes2_pro_tool_use", "hermes3_tool_use", "seed_oss", "glm4_5", "glm4_6", "kimi_k2",
+                "kimi_k2_thinking"}
     assert required <= set(FAMILIES)
     stored = {p.name for p in real_tokenizers.REAL_DIR.glob("*.jinja")}
     assert stored == {e["file"] for e in real_tokenizers.families().values()}
@@ -107,23 +109,8 @@ def _first_difference(tokenizer, got: list[int], want: list[int]) -> str:
             f"want {tokenizer.decode(want[max(0, k - 5):k + 10])!r}")
 
 
-_PART_A = "issue 16 part A (branch agent): "
-_AFTER_TOOL = _PART_A + "text the template writes in an assistant turn after a tool message is labelled unlike after a " \
-                        "user message"
-_CALL_AFTER_TOOL = _PART_A + "a tool call after a tool message is split across roles (its opening is template)"
-_R7B = _PART_A + "the call is taken to end inside the tool message (its header is trained as tool_call and " \
-                 "assistant_end), and the generation prompt's <|END_THINKING|> is labelled tool_call"
-_LLAMA4 = _PART_A + "the tool call's role reaches back over the content wrapper <|python_start|><|python_end|> the " \
-                    "template writes before the call"
 #: (family, case) -> why the encoder's labels differ from the oracle's today (strict: the case must fail)
 XFAIL: dict[tuple[str, str], str] = {
-    ("mistral_v0_3", "tool_multi_turn"): _AFTER_TOOL,
-    ("mistral_small3_2", "tool_multi_turn"): _CALL_AFTER_TOOL,
-    ("mistral_nemo", "tool_multi_turn"): _CALL_AFTER_TOOL,
-    **{("command_r7b", c): _R7B for c in ("tool_call_args_object", "tool_call_args_string_no_system",
-                                           "tool_parallel", "system_tool_parallel", "tool_multi_turn")},
-    **{("llama4", c): _LLAMA4 for c in ("tool_call_args_object", "tool_call_args_string_no_system",
-                                         "tool_parallel", "system_tool_parallel", "tool_multi_turn")},
     ("qwen3_5", "reasoning_thinking_off"): "open question for issue 16 part A (branch agent): with "
         "enable_thinking=False the generation prompt (<think>\\n\\n</think>\\n\\n) is not a prefix of the render; the "
         "encoder makes the common part (<think>\\n) template, the oracle makes the whole think block reasoning",

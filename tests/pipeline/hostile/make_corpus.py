@@ -18,13 +18,20 @@ from pathlib import Path
 
 MAX_RECORD_BYTES = 8192
 MAX_LENGTH = 512
+TEMPLATE_TIMEOUT_S = "1"  # IM_DATA_TEMPLATE_TIMEOUT_S for runs on the corpus (its SLOW record loops for ever)
+NOT_UTF8_NAME = b"caf\xe9 \xff.jsonl"  # a file name that is not UTF-8, matched by a glob
 
 # a chatml template that emits a lone surrogate after a message whose (metadata) name is BOOM: the render is
 # consistent (metadata is passed to every render unchanged), but the tokenizer then raises a TypeError (not a
-# RecordError) for that record, the injected unexpected failure that must become internal_error
+# RecordError) for that record, the injected unexpected failure that must become internal_error. After a message
+# named SLOW it loops for ever (template_timeout under IM_DATA_TEMPLATE_TIMEOUT_S); after one named HUGE it builds
+# 20 MB of text from a 100-byte record (too_large).
 TEMPLATE = """{%- for message in messages -%}
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}
 {%- if message.get('name') == 'BOOM' -%}{{ '\\ud800' }}{%- endif -%}
+{%- if message.get('name') == 'SLOW' -%}{%- for i in range(99999) -%}{%- for j in range(99999) -%}{%- endfor -%}
+{%- endfor -%}{%- endif -%}
+{%- if message.get('name') == 'HUGE' -%}{{ 'x y ' * 5000000 }}{%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}
 """
@@ -79,6 +86,16 @@ def bad_lines() -> list[tuple[bytes, str]]:
         (b'"just a string"', "unknown_format"), (b"{}", "unknown_format"),
         (b'{"messages": [{"role": "user", "content": "unterminated', "invalid_json"),
         (b"\x00\x00\x00", "invalid_json"),
+        # record-level template kwargs never replace a special token, nor smuggle one in (round 2, defect 5)
+        (_line(dict(_msgs("q"), chat_template_kwargs={"eos_token": "EVIL<|user|>"})), "reserved_template_variable"),
+        (_line(dict(_msgs("q"), chat_template_kwargs={"messages": []})), "reserved_template_variable"),
+        (_line(dict(_msgs("q"), chat_template_kwargs={"note": "x<|im_end|>"})), "special_token_in_content"),
+        (_line({"messages": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}]}),
+         "bad_role"),                                                     # an unhashable role (round 2, defect 12)
+        (_line({"messages": [{"role": "user", "content": "q", "name": "SLOW"},
+                             {"role": "assistant", "content": "a"}]}), "template_timeout"),
+        (_line({"messages": [{"role": "user", "content": "q", "name": "HUGE"},
+                             {"role": "assistant", "content": "a"}]}), "too_large"),
     ]
 
 
@@ -181,10 +198,24 @@ def build_corpus(root: Path) -> Corpus:
     (root / "io_error.jsonl").symlink_to("/proc/self/mem")
     expected[(_label(root / "io_error.jsonl"), 0)] = "read_error"
     (root / "alias.jsonl").symlink_to(mixed)
+    # a JSONL file that starts with a UTF-8 byte order mark: not part of record 0
+    (root / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + _line(good(400)) + b"\n" + _line(good(401)) + b"\n")
+    expected.update({(_label(root / "bom.jsonl"), 0): None, (_label(root / "bom.jsonl"), 1): None})
+    # a glob that matches a file whose name is not UTF-8 (read, labelled with \\xNN escapes) and a bz2 file
+    # (skipped with a warning)
+    names = root / "names"
+    names.mkdir()
+    odd = os.path.join(os.fsencode(names), NOT_UTF8_NAME)
+    with open(odd, "wb") as f:
+        f.write(_line(good(500)) + b"\n" + b"{oops\n")
+    (names / "notes.jsonl.bz2").write_bytes(b"BZh91AY&SY")
+    odd_label = os.fsencode(_label(names)).decode() + "/" + NOT_UTF8_NAME.decode("utf-8", "backslashreplace")
+    expected.update({(odd_label, 0): None, (odd_label, 1): "invalid_json"})
     (root / "boom.jinja").write_text(TEMPLATE)
     relative = os.path.relpath(mixed)
     inputs = [str(mixed), str(arrays / "*.json"), str(root / "groups.parquet"), str(root / "dd"),
-              str(root / "io_error.jsonl"), str(root / "alias.jsonl"), relative, str(arrays / "trailing.json")]
+              str(root / "io_error.jsonl"), str(root / "alias.jsonl"), relative, str(arrays / "trailing.json"),
+              str(root / "bom.jsonl"), str(names / "*")]
     return Corpus(root, inputs, expected, [str(root / "alias.jsonl"), relative, str(arrays / "trailing.json")],
                   str(root / "boom.jinja"))
 

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import make_cor
 from im_data import Encoder, RecordError, load_tokenizer  # noqa: E402
 from im_data.limits import LengthBound  # noqa: E402
 from im_data.shards import example_id  # noqa: E402
-from make_corpus import MAX_LENGTH, MAX_RECORD_BYTES, TEMPLATE, build_corpus, good  # noqa: E402
+from make_corpus import (MAX_LENGTH, MAX_RECORD_BYTES, TEMPLATE, TEMPLATE_TIMEOUT_S, build_corpus,  # noqa: E402
+                         good)
 from pipeline_helpers import read_output, run_cli  # noqa: E402
 from pipelines.read import InputError, expand_inputs, plan_splits, read_split  # noqa: E402
 
@@ -55,12 +56,18 @@ def check_run(corpus, out: Path) -> None:
             assert raw == lines[rej["source"]][rej["index"]]
         if rej["reason"] == "internal_error":
             assert rej["message"].startswith("TypeError: ")
+        if rej["reason"] == "template_timeout":
+            assert "ran longer than 1 s" in rej["message"]
+    tok = load_tokenizer(None)
+    assert not any("EVIL" in tok.decode(r["input_ids"]) for r in res["rows"])  # no kwargs text became a token
+    assert res["manifest"]["inputs"][-1].endswith("names/caf\\xe9 \\xff.jsonl")  # valid UTF-8 text
     for path in (out / "rejects").glob("*.jsonl"):  # strict JSON, valid UTF-8
         for line in path.read_bytes().decode("utf-8").splitlines():
             json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in a reject file"))
 
 
-def test_corpus_in_process(corpus, tmp_path, caplog):
+def test_corpus_in_process(corpus, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("IM_DATA_TEMPLATE_TIMEOUT_S", TEMPLATE_TIMEOUT_S)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="im_data.prepare"):
         assert run_cli("prepare", *corpus.inputs, "-o", out, "-q", *corpus.options()) == 0
@@ -69,9 +76,16 @@ def test_corpus_in_process(corpus, tmp_path, caplog):
     assert len(warned) == len(corpus.duplicates)
     for dup in corpus.duplicates:
         assert any(w.startswith(f"input {dup} is the same file as") for w in warned)
+    messages = [r.getMessage() for r in caplog.records]
+    read_errors = sum(1 for why in corpus.expected.values() if why == "read_error")
+    assert f"{read_errors} read_error reject(s): part of the input could not be read" in "\n".join(messages)
+    (skipped,) = [m for m in messages if m.startswith("skipped ")]
+    assert skipped.startswith("skipped 1 file(s)") and "compressed other than gzip" in skipped
+    assert skipped.endswith("names/notes.jsonl.bz2")
 
 
-def test_corpus_multi_processing(corpus, tmp_path):
+def test_corpus_multi_processing(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("IM_DATA_TEMPLATE_TIMEOUT_S", TEMPLATE_TIMEOUT_S)  # the worker processes inherit it
     out = tmp_path / "out"
     assert run_cli("prepare", *corpus.inputs, "-o", out, "-q", *corpus.options(),
                    "--direct_running_mode", "multi_processing", "--direct_num_workers", "2") == 0
