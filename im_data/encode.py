@@ -278,7 +278,7 @@ class Encoder:
             found = next((t for t in self._special_strings if t in text), None)
             if found is not None:
                 raise RecordError("special_token_in_content", f"chat_template_kwargs contain the special token "
-                                                              f"{found!r}; pass allow_special_tokens to accept it")
+                                                              f"{found!r}; pass --allow-special-tokens to accept it")
 
     def _reject_special_tokens_in_arguments(self, conversation: Any) -> None:
         """Tool-call arguments are rendered as the template likes (often re-serialised), so their characters are

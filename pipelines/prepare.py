@@ -314,6 +314,10 @@ REASON_FIXES: dict[str, str | None] = {
     "too_large": "raise the limit with --max-record-bytes SIZE",
     "duplicate": "keep duplicates by leaving out --dedup, or check that the inputs do not repeat one another",
     "contaminated": "check the --decontaminate benchmarks, or lengthen the n-grams with --decontaminate-ngram N",
+    "reserved_template_variable": "remove the special-token and render variables (eos_token, messages, ...) from the "
+                                  "records' chat_template_kwargs; set template options with --chat-template-kwargs",
+    "template_timeout": "use a chat template that renders in bounded time with --chat-template NAME|FILE, or raise "
+                        "the limit with the IM_DATA_TEMPLATE_TIMEOUT_S environment variable",
     "internal_error": None,
 }
 
