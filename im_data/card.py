@@ -66,6 +66,8 @@ def _made_section(m: Manifest) -> str:
             ["max length", _fmt(m.max_length) + ("" if m.max_length is None else f" (truncation `{m.truncation}`)")],
             ["special tokens in content", "allowed" if m.allow_special_tokens else "rejected"],
             ["shard format", f"{m.format}, {len(m.shards)} file(s)"],
+            *([["packing", f"best-fit decreasing into rows of {m.pack_length:,} tokens (`seq_lengths`)"]]
+              if m.pack_length else []),
             ["made by", f"im-data {m.package_version}, {m.created_at}"]]
     weights = _table(["role", *ROLE_LABELS], [["loss weight", *[_fmt(m.policy.get(r), 2) for r in ROLE_LABELS]]])
     return "## How this data was made\n\n" + _table(["", ""], rows) + "\n\nPer-token loss weight by role:\n\n" + weights
@@ -90,6 +92,46 @@ def _counts_section(m: Manifest) -> str:
     return out
 
 
+def _sources_section(stats: Mapping[str, Any]) -> str:
+    sources = stats.get("sources") or {}
+    if len(sources) < 1:
+        return ""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    def rec(s):
+        r = s.get("recommendation")
+        return "n/a" if not r else r["summary"]
+
+    rows = [[f"`{label}`", "all" if s.get("ratio") is None else f"@{s['ratio']:g}", _fmt(s.get("available")),
+             _fmt(s["read"]), _fmt(s["written"]), _fmt(s["rejected"]),
+             ", ".join(f"{r} {_fmt(n)}" for r, n in s["rejected_by_reason"].items()) or "none",
+             pct(s.get("share")), _fmt(s.get("tokens")), pct(s.get("token_share")), _fmt(s.get("dataset_ratio"), 4),
+             rec(s)]
+            for label, s in sources.items()]
+    out = "## Sources\n\n" + _table(["source", "ratio", "available", "read", "written", "rejected",
+                                       "rejected by reason", "share", "tokens", "token share", "length ratio",
+                                       "recommendation"], rows)
+    return out + ("\n\n`available`: records in the source; `read`: records the mixture took (`INPUT@R`: a fraction "
+                  "R <= 1 or a count R > 1, repeats included); `read = written + rejected` for each source; "
+                  "`share`: the realised share of the examples written.")
+
+
+def _decontamination_section(stats: Mapping[str, Any]) -> str:
+    d = stats.get("decontamination")
+    if not d:
+        return ""
+    rows = [[f"`{b}`", _fmt(v["ngrams"]), _fmt(v["contaminated"])] for b, v in d["benchmarks"].items()]
+    out = (f"## Decontamination\n\nRecords whose instruction or output side shares a {d['ngram']}-word n-gram with a "
+           "benchmark record were rejected as `contaminated` (each dead letter names the benchmark, its record and "
+           "the n-gram).\n\n" + _table(["benchmark", "distinct n-grams", "records rejected"], rows))
+    per_source = [[f"`{label}`", _fmt(s["rejected_by_reason"].get("contaminated", 0))]
+                  for label, s in (stats.get("sources") or {}).items()]
+    if per_source:
+        out += "\n\n" + _table(["source", "records rejected as contaminated"], per_source)
+    return out
+
+
 def _lengths_section(stats: Mapping[str, Any]) -> str:
     rows = []
     for key, label in (("instruction_tokens", "instruction tokens"), ("output_tokens", "output tokens"),
@@ -101,7 +143,14 @@ def _lengths_section(stats: Mapping[str, Any]) -> str:
     q = stats.get("ratio_quantiles") or {}
     ratio_rows = [["dataset ratio (Σ instruction / Σ output)", _fmt(stats.get("dataset_ratio"), 4)]]
     ratio_rows += [[f"per-example ratio {k}", _fmt(q.get(k), 4)] for k in ("p05", "p25", "p50", "p75", "p95")]
-    return out + "\n\n" + _table(["length ratio", "value"], ratio_rows)
+    out += "\n\n" + _table(["length ratio", "value"], ratio_rows)
+    packing = stats.get("packing")
+    if packing:
+        out += ("\n\n" + _table(["packing", "value"], [
+            ["pack length", _fmt(packing["pack_length"])], ["packed rows", _fmt(packing["rows"])],
+            ["documents", _fmt(packing["documents"])], ["tokens", _fmt(packing["tokens"])],
+            ["efficiency (tokens / (rows × pack length))", _fmt(packing["efficiency"], 4)]]))
+    return out
 
 
 def _recommendation_section(stats: Mapping[str, Any]) -> str:
@@ -141,10 +190,14 @@ def _train_section(m: Manifest, where: str, note: str = "") -> str:
     out = (f"## How to train\n\n{note}With the per-token loss weights (any policy):\n\n```bash\n"
            f"im-sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n\n")
     binary = m.policy_is_binary
+    packed = " --padding_free True --max_length None" if m.pack_length else ""
     if binary:
         out += ("The weights of this policy are 0 or 1, so the `labels` column (-100 where the weight is 0) says the "
                 "same thing: plain TRL trains on it unchanged:\n\n```bash\n"
-                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN\n```\n")
+                f"trl sft --model_name_or_path MODEL --dataset_name {where} --output_dir RUN{packed}\n```\n")
+    if m.pack_length:
+        out += ("\nThe rows are packed (`seq_lengths` gives each example's length): `im-sft` trains them as they are; "
+                "plain TRL needs `--padding_free True` (and `--max_length None`: the rows already fit).\n")
     else:
         out += ("> **Warning**: this policy has fractional weights. Plain `trl sft` (or `SFTTrainer`) reads only "
                 "`labels` and trains every token with a weight > 0 at weight 1; use `im-sft` "
@@ -163,9 +216,13 @@ def render_card(manifest: Manifest, stats: Mapping[str, Any], location: str | No
     header = yaml.safe_dump(card_metadata(manifest), sort_keys=False, default_flow_style=False)
     where, note = dataset_reference(location)
     name = location.rstrip("/").rsplit("/", 1)[-1] if location else "im-data prepared dataset"
+    rows = manifest.splits.get(TRAIN_SPLIT, 0)
+    held = (f"{rows:,} packed rows of at most {manifest.pack_length:,} tokens" if manifest.pack_length
+            else f"{rows:,} examples")
     intro = (f"# {name}\n\nTokenized conversations with per-token loss weights (`loss_weights`) and token roles "
-             f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {manifest.splits.get(TRAIN_SPLIT, 0):,} "
-             "examples. `manifest.json` (written last) lists every file with its sha256.")
-    sections = [intro, _made_section(manifest), _counts_section(manifest), _lengths_section(stats),
-                _recommendation_section(stats), _train_section(manifest, where, note), _columns_section(manifest)]
-    return f"---\n{header}---\n\n" + "\n\n".join(sections) + "\n"
+             f"(`roles`), made by `im-data prepare`. Split `{TRAIN_SPLIT}`: {held}. "
+             "`manifest.json` (written last) lists every file with its sha256.")
+    sections = [intro, _made_section(manifest), _counts_section(manifest), _sources_section(stats),
+                _decontamination_section(stats), _lengths_section(stats), _recommendation_section(stats),
+                _train_section(manifest, where, note), _columns_section(manifest)]
+    return f"---\n{header}---\n\n" + "\n\n".join(s for s in sections if s) + "\n"

@@ -43,6 +43,7 @@ TRAIN_SPLIT = "train"
 DEFAULT_EVAL_SPLIT = "test"  # the split `trl sft` evaluates on
 # the run folder (see the module docstring); none of these names is in a published directory
 RUNS_DIR = "_runs"              # sorted runs of shards and dead letters, merged and removed before publishing
+UNPACKED_DIR = "_unpacked"      # with --pack-length: the merged shards before packing (pipelines/pack.py)
 SUMMARY_FILE = "_summary.json"  # the pipeline's summary, turned into the manifest by the launcher
 OWNER_FILE = "_owner.json"      # who works in the run folder (host, pid, start), so a dead run's folder is removed
 FAILED_FILE = "_failed.json"    # marks the kept run folder of a run that failed on its reject rate
@@ -359,6 +360,8 @@ class Manifest:
     allow_unrendered: tuple[str, ...] = ()
     split_inline_reasoning: bool = False
     eval_fraction: float = 0.0
+    pack_length: int | None = None            # --pack-length: rows are packed (im_data.packing.PACKED_SCHEMA)
+    sources: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # per-source counts (stats.json sources)
     stats: str = STATS_FILE
     card: str | None = CARD_FILE
     package_version: str = ""
@@ -425,6 +428,8 @@ class Manifest:
                 allow_unrendered=tuple(str(f) for f in d.get("allow_unrendered") or ()),
                 split_inline_reasoning=bool(d.get("split_inline_reasoning", default["split_inline_reasoning"])),
                 eval_fraction=float(d.get("eval_fraction", default["eval_fraction"])),
+                pack_length=d.get("pack_length"),
+                sources=dict(d.get("sources") or {}),
                 stats=_check_rel_path(d.get("stats", default["stats"]), w),
                 card=d.get("card"),
                 package_version=str(d.get("package_version", "")),

@@ -37,6 +37,10 @@ REASONS: dict[str, str] = {
                  "chat template rendered or built more text than its size limit for the record",
     "template_timeout": "the chat template ran longer than its time limit on this record (IM_DATA_TEMPLATE_TIMEOUT_S, "
                         "default 10 s)",
+    "duplicate": "with --dedup exact: the same conversation (after format conversion, whitespace normalised) as an "
+                 "earlier record in input order, whose example_id the message names",
+    "contaminated": "with --decontaminate: the instruction or output side shares a word n-gram with a benchmark "
+                    "record (the message names the side, the n-gram, the benchmark and the record)",
     "internal_error": "an unexpected exception while processing this record (its type and message are given)",
 }
 

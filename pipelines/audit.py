@@ -171,6 +171,11 @@ def shard_dir_stats(path: str, sample_size: int, seed: int = 0) -> tuple[Any, np
     from im_data.dataset import ManifestError
 
     prepared = open_prepared(path)
+    if prepared.manifest.pack_length:  # packed rows hold no per-example columns: the statistics prepare wrote
+        try:
+            return LengthStats.from_dict(prepared.read_stats()), np.zeros((0, 2), dtype=np.int64), prepared.manifest
+        except (ManifestError, KeyError, ValueError) as exc:
+            raise shard_dir_error(exc) from None
     stats = LengthStats()
     lengths: list[np.ndarray] = []
     cols = ["roles", "loss_weights", "num_instruction_tokens", "num_output_tokens", "truncated"]
@@ -371,6 +376,9 @@ def audit(options: AuditOptions, pipeline_options: Any = None, *, progress=None)
             info["read"] += manifest.counts.read
             for reason, c in manifest.counts.rejected_by_reason.items():
                 info["rejected_by_reason"][reason] = info["rejected_by_reason"].get(reason, 0) + int(c)
+            from .sources import source_lines  # imports Beam: not at module level (audit --help stays light)
+
+            info.setdefault("source_lines", []).extend(source_lines(manifest.sources))
     configs = _configs(datasets, options)
     if configs:
         results = _run_beam([c for _, c in configs], options, pipeline_options, progress)
@@ -403,6 +411,7 @@ def audit(options: AuditOptions, pipeline_options: Any = None, *, progress=None)
         if rejected:
             notes.append(f"{ds.name}: {sum(rejected.values()):,} of {info['read']:,} records rejected and not "
                          f"counted ({_reason_list(rejected)})")
+        notes.extend(f"{ds.name}: {line}" for line in info.get("source_lines", ()))
         pairs = np.concatenate(lengths[ds.name]) if lengths[ds.name] else np.zeros((0, 2), dtype=np.int64)
         if len(pairs) > options.scatter_sample:
             pairs = pairs[np.random.default_rng(0).choice(len(pairs), options.scatter_sample, replace=False)]

@@ -4,6 +4,11 @@
          │                          ├─► stats ─────► ComputeStats ├─► Summarize (_summary.json)
          └─► CountRecords           └─► rejects ───► WriteRejects ┘
 
+with the options of issue 18, each its own composite: ``SampleMixture`` (``INPUT@R``), ``DedupExact``
+(``--dedup``) and ``Decontaminate`` (``--decontaminate``) between reading and encoding (their dead letters join
+the encoder's), ``PackShards`` (``--pack-length``) after ``WriteShards``; ``CountBySource`` and ``SourceStats``
+give the per-source table.
+
 plus Beam metrics counters (namespace ``im_data``: read, written, rejected, rejected_<reason>).
 """
 
@@ -18,7 +23,12 @@ from im_data import storage
 from im_data.dataset import SUMMARY_FILE
 
 from .options import PrepareSpec
-from .encode import EncodeExamples
+from .encode import SOURCE_STATS, EncodeExamples
+from .decontam import Decontaminate
+from .dedup import DedupExact
+from .pack import PackShards
+from .mixture import SampleMixture
+from .sources import CountBySource, SourceStats
 from .progress import report_progress
 from .read_beam import ReadExamples
 from .rejects import WriteRejects
@@ -28,7 +38,7 @@ from .write import WriteShards, total_shards
 
 def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str, Any]:
     """Gather the side branches' single results into one dict (the launcher turns it into the manifest)."""
-    out: dict[str, Any] = {"read": 0, "stats": None, "shards": [], "rejects": []}
+    out: dict[str, Any] = {"read": 0, "stats": None, "shards": [], "rejects": [], "sources": {}}
     for kind, value in items:
         if kind == "read":
             out["read"] += int(value)
@@ -38,6 +48,8 @@ def assemble_summary(items: list[tuple[str, Any]], num_shards: int) -> dict[str,
             out["shards"].append(value)
         elif kind == "rejects":
             out["rejects"].append(value)
+        elif kind in ("sources", "source_stats", "contamination"):
+            out[kind] = value
     out["shards"].sort(key=lambda s: s["shard"])
     out["rejects"].sort(key=lambda r: r["reason"])
     if out["stats"] is None:
@@ -114,22 +126,47 @@ def _tag(kind: str):
 def build_pipeline(p: beam.Pipeline, config: PrepareSpec) -> dict[str, beam.PCollection]:
     """Apply the prepare graph to ``p``; returns its PCollections (for tests with ``assert_that``)."""
     records = p | "ReadExamples" >> ReadExamples(config)
-    encoded = records | "EncodeExamples" >> EncodeExamples(config)
+    available = records
+    if config.mixture:
+        records = available | "SampleMixture" >> SampleMixture(config)
+    to_encode, dropped = records, []
+    if config.dedup:
+        deduped = records | "DedupExact" >> DedupExact(config)
+        to_encode, dropped = deduped["records"], [deduped["rejects"]]
+    contamination = None
+    if config.decontaminate:
+        clean = to_encode | "Decontaminate" >> Decontaminate(config)
+        to_encode, contamination = clean["records"], clean["benchmarks"]
+        dropped.append(clean["rejects"])
+    encoded = to_encode | "EncodeExamples" >> EncodeExamples(config)
+    all_rejects = encoded.rejects
+    if dropped:
+        all_rejects = ([*dropped, encoded.rejects]
+                       | "AllRejects" >> beam.Flatten().with_output_types(dict[str, Any]))
     progress = config.progress_dir  # records, tokens and rejects are reported by EncodeExamples itself
-    shards = report_progress(encoded.rows | "WriteShards" >> WriteShards(config), progress, "merged",
-                             "ProgressMerged")
+    shards = encoded.rows | "WriteShards" >> WriteShards(config)
+    if config.pack_length:
+        shards = shards | "PackShards" >> PackShards(config)
+    shards = report_progress(shards, progress, "merged", "ProgressMerged")
     stats = report_progress(encoded.stats | "ComputeStats" >> ComputeStats(), progress, "encode_done",
                             "ProgressEncoded")
-    reject_files = encoded.rejects | "WriteRejects" >> WriteRejects(config.work_dir)
+    reject_files = all_rejects | "WriteRejects" >> WriteRejects(config.work_dir)
     read_count = records | "CountRecords" >> CountRecords()
-    for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", encoded.rejects)):
+    by_source = ((records, all_rejects, available) if config.mixture else (records, all_rejects)) \
+        | "CountBySource" >> CountBySource()
+    source_stats = encoded[SOURCE_STATS] | "SourceStats" >> SourceStats()
+    for kind, pcoll in (("read", records), ("written", encoded.rows), ("rejected", all_rejects)):
         _ = pcoll | f"Metric_{kind}" >> beam.ParDo(_CountFn(kind)).with_output_types(Any)
-    summary = ([shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
+    extra = [] if contamination is None else [
+        contamination | "TagContamination" >> beam.Map(_tag("contamination")).with_output_types(tuple[str, Any])]
+    summary = ([*extra, shards | "TagShards" >> beam.Map(_tag("shard")).with_output_types(tuple[str, Any]),
                 stats | "TagStats" >> beam.Map(_tag("stats")).with_output_types(tuple[str, Any]),
                 reject_files | "TagRejects" >> beam.Map(_tag("rejects")).with_output_types(tuple[str, Any]),
-                read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any])]
+                read_count | "TagRead" >> beam.Map(_tag("read")).with_output_types(tuple[str, Any]),
+                by_source | "TagSources" >> beam.Map(_tag("sources")).with_output_types(tuple[str, Any]),
+                source_stats | "TagSourceStats" >> beam.Map(_tag("source_stats")).with_output_types(tuple[str, Any])]
                | "AllResults" >> beam.Flatten().with_output_types(tuple[str, Any])
                | "Summarize" >> Summarize(config))
-    return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": encoded.rejects,
+    return {"records": records, "rows": encoded.rows, "summaries": encoded.stats, "rejects": all_rejects,
             "shards": shards, "stats": stats, "reject_files": reject_files, "read_count": read_count,
             "summary": summary}

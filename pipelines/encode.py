@@ -6,7 +6,6 @@ Encoder (and its tokenizer) is built once per worker process in ``DoFn.setup``.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -14,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import apache_beam as beam
-import orjson
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -24,10 +22,11 @@ from .options import PrepareSpec
 from im_data.shards import example_id  # noqa: F401  (re-exported for inspect/audit)
 
 from .read import RawRecord, parse_payload
+from .rejects import REJECTS, make_reject  # noqa: F401 (REJECTS: the tag of the dead letters, re-exported)
 
 LOG = logging.getLogger("im_data.prepare")
-REJECTS = "rejects"
 STATS = "stats"
+SOURCE_STATS = "source_stats"  # with several sources: (source, LengthStats) partials, for the per-source table
 
 _ENCODERS: dict[str, Any] = {}
 _ENCODERS_LOCK = threading.Lock()
@@ -52,35 +51,6 @@ def get_encoder(config: PrepareSpec):
         if key not in _ENCODERS:
             _ENCODERS[key] = build_encoder(config)
         return _ENCODERS[key]
-
-
-def raw_for_reject(payload: Any) -> dict[str, Any]:
-    """The raw record as strict-JSON fields: ``raw``, the original bytes as a UTF-8 string, or base64 with
-    ``raw_encoding: "base64"`` where they are not UTF-8; a decoded row (Parquet, datasets) as its JSON text."""
-    if payload is None or isinstance(payload, str):
-        return {"raw": payload}
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        data = bytes(payload)
-        try:
-            return {"raw": data.decode("utf-8")}
-        except UnicodeDecodeError:
-            return {"raw": base64.b64encode(data).decode("ascii"), "raw_encoding": "base64"}
-    try:
-        return {"raw": orjson.dumps(payload, default=repr, option=orjson.OPT_NON_STR_KEYS
-                                    | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS).decode("utf-8")}
-    except (TypeError, orjson.JSONEncodeError):
-        return {"raw": repr(payload)[:1 << 20]}
-
-
-def make_reject(rec: RawRecord, error, raw: Any) -> dict[str, Any]:
-    """One dead letter: reason code, message, source, index and the raw record (``rec.raw`` if the reader kept
-    only a prefix of it, e.g. for ``too_large``)."""
-    out = {"reason": error.reason, "message": error.message, "source": rec.source, "index": rec.index,
-           "example_id": example_id(rec.source, rec.index) if rec.index is not None else None}
-    if rec.raw is not None:
-        raw, out["raw_truncated"] = rec.raw, True
-    out.update(raw_for_reject(raw))
-    return out
 
 
 BATCH_BYTES = 8 << 20  # raw bytes per encode batch (at most about): big records make smaller batches
@@ -203,10 +173,24 @@ class _EncodeBatchFn(beam.DoFn):
             stats = LengthStats()
             stats.add_examples(good)
             yield pvalue.TaggedOutput(STATS, stats)
+            if len(self.config.sources) > 1:
+                yield from self._source_stats(good, kept)
         tokens = sum(len(e) for e in good)
         self.progress.add(len(todo), tokens)
         self._report(batch, tokens, len(batch) - len(good))
 
+
+    @staticmethod
+    def _source_stats(good, kept) -> Iterator[Any]:
+        from im_data import LengthStats
+
+        by_source: dict[str, list] = {}
+        for ex, rec in zip(good, kept):
+            by_source.setdefault(rec.source, []).append(ex)
+        for source, examples in sorted(by_source.items()):
+            stats = LengthStats()
+            stats.add_examples(examples)
+            yield pvalue.TaggedOutput(SOURCE_STATS, (source, stats))
 
     def _results(self, todo, prepared, future) -> list:
         """The batch's results; if the batch fails as a whole (tokenizer or numpy stage), its records are encoded
@@ -230,7 +214,8 @@ class EncodeExamples(beam.PTransform):
     """``PCollection[RawRecord]`` → ``{"rows", "stats", "rejects"}`` (a ``DoOutputsTuple``).
 
     ``rows``: Arrow record batches with :data:`im_data.shards.SHARD_SCHEMA` (one per encode batch);
-    ``stats``: one :class:`im_data.LengthStats` partial per batch; ``rejects``: one dead-letter dict per record.
+    ``stats``: one :class:`im_data.LengthStats` partial per batch; ``rejects``: one dead-letter dict per record;
+    ``source_stats`` (several sources only): ``(source, LengthStats)`` partials.
     """
 
     def __init__(self, config: PrepareSpec):
@@ -241,4 +226,5 @@ class EncodeExamples(beam.PTransform):
         n = self.config.batch_size
         batches = records | "Batch" >> beam.BatchElements(min_batch_size=n, max_batch_size=n,
                                                           element_size_fn=lambda rec: record_weight(rec, n))
-        return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, main="rows")
+        return batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self.config)).with_outputs(REJECTS, STATS, SOURCE_STATS,
+                                                                                          main="rows")

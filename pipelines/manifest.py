@@ -38,6 +38,7 @@ from im_data.dataset import (CARD_FILE, FAILED_FILE, MANIFEST_FILE, OLD_MARK, OW
                              SHARDS_DIR, STATS_FILE, SUMMARY_FILE, TMP_MARK, Column, Counts, Manifest, ManifestError,
                              RejectFile, ShardInfo, read_manifest, reject_schema, reject_table_path,
                              rejects_to_record_batch, shard_format)
+from im_data.packing import PACKED_SCHEMA
 from im_data.shards import SHARD_SCHEMA
 
 LOG = logging.getLogger("im_data.prepare")
@@ -316,12 +317,13 @@ def read_summary(work_dir: str) -> dict[str, Any]:
 
 
 def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tokenizer_name: str | None,
-                   fmt: str, inputs: list[str], package_version: str, eval_fraction: float = 0.0) -> Manifest:
+                   fmt: str, inputs: list[str], package_version: str, eval_fraction: float = 0.0,
+                   pack_length: int | None = None) -> Manifest:
     stats = summary["stats"]
     rejects = tuple(RejectFile(r["reason"], r["path"], int(r["count"]), r.get("table")) for r in summary["rejects"])
     shards = tuple(ShardInfo(s["path"], int(s["num_rows"]), s["sha256"], s.get("split", "train"))
                    for s in summary["shards"])
-    written = sum(s.num_rows for s in shards)
+    written = sum(int(s.get("documents", s["num_rows"])) for s in summary["shards"])  # examples, packed or not
     by_reason = {r.reason: r.count for r in rejects}
     counts = Counts(read=int(summary["read"]), written=written, rejected=sum(by_reason.values()),
                     rejected_by_reason=by_reason, truncated=int(stats["truncated"]))
@@ -340,7 +342,9 @@ def build_manifest(summary: dict[str, Any], encoder_meta: dict[str, Any], *, tok
         policy_fingerprint=encoder_meta["policy_fingerprint"],
         role_codes=encoder_meta["role_codes"],
         format=fmt,
-        columns=tuple(Column(f.name, str(f.type)) for f in SHARD_SCHEMA),
+        columns=tuple(Column(f.name, str(f.type)) for f in (PACKED_SCHEMA if pack_length else SHARD_SCHEMA)),
+        pack_length=pack_length,
+        sources=stats.get("sources") or {},
         counts=counts,
         shards=shards,
         rejects=rejects,

@@ -191,16 +191,29 @@ class PrepareSpec:
     eval_split: str = DEFAULT_EVAL_SPLIT  # its name
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE  # fail (exit 3, nothing published) above this share rejected
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # a larger raw record is rejected too_large, unparsed
+    pack_length: int | None = None      # pack each shard into rows of this many tokens (best-fit decreasing)
+    dedup: str | None = None            # "exact": later copies of a normalised conversation are rejected duplicate
+    seed: int = 0                       # the hash seed of mixture sampling (inputs given as INPUT@R)
+    decontaminate: tuple[str, ...] = ()  # benchmark inputs: reject records sharing a word n-gram (contaminated)
+    decontaminate_ngram: int = 13       # n of those n-grams (words)
     run_buffer_bytes: int = DEFAULT_RUN_BUFFER_BYTES  # the writer's memory per worker, whatever the data size
     split_bytes: int = DEFAULT_SPLIT_BYTES
     merge_chunk_rows: int = DEFAULT_MERGE_CHUNK_ROWS  # exactly, so the bytes do not depend on how runs were cut
     # resolved by plan() and the launcher
     sources: tuple = ()                 # tuple[pipelines.read.Source, ...]
+    mixture: tuple = ()                 # ((source label, rate), ...) of inputs given as INPUT@R
     work_dir: str = ""
     progress_dir: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "decontaminate", tuple(self.decontaminate))
+        if self.decontaminate_ngram < 1:
+            raise ValueError(f"--decontaminate-ngram must be >= 1, got {self.decontaminate_ngram}")
+        if self.dedup not in (None, "exact"):
+            raise ValueError(f"--dedup must be exact, got {self.dedup!r}")
+        if self.pack_length is not None and self.pack_length < 2:
+            raise ValueError(f"--pack-length must be >= 2, got {self.pack_length}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.eval_split) or self.eval_split == TRAIN_SPLIT:

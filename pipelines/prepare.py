@@ -40,7 +40,9 @@ class PrepareResult:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="JSONL (.jsonl/.jsonl.gz), JSON array (.json), Parquet files, globs, save_to_disk directories "
-                        "or hub datasets (hf:NAME[:SPLIT]) (default: the embedded sample data)")
+                        "or hub datasets (hf:NAME[:SPLIT]); INPUT@R samples a mixture: R <= 1 a fraction of its "
+                        "records, R > 1 a number of records (repeating the input when larger) (default: the "
+                        "embedded sample data)")
     p.add_argument("--output", "-o", required=True, metavar="DIR",
                    help="output directory or URL (s3://, gs://, ...): absent, empty, or with --overwrite an earlier "
                         "im-data output")
@@ -64,6 +66,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-record-bytes", type=parse_size, default=DEFAULT_MAX_RECORD_BYTES, metavar="SIZE",
                    help="reject a raw record (a line, an array element) larger than this as too_large, while reading "
                         f"and before parsing; e.g. 4096, 64K, 16M (default: {DEFAULT_MAX_RECORD_BYTES >> 20}M)")
+    p.add_argument("--pack-length", type=int, default=None, metavar="N",
+                   help="pack each shard's examples into rows of at most N tokens (best-fit decreasing, as TRL's "
+                        "bfd packing), with TRL's seq_lengths column; longer examples follow --truncation "
+                        "(default: no packing)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the mixture's sampling (INPUT@R): a record is taken by a hash of N and its example "
+                        "id, never a shuffle (default: 0)")
+    p.add_argument("--dedup", choices=("exact",), default=None,
+                   help="exact: reject a record whose conversation (after format conversion, whitespace normalised) "
+                        "equals an earlier one in input order, as duplicate naming the example kept (default: off)")
+    p.add_argument("--decontaminate", nargs="+", default=None, metavar="FILE_OR_hf:NAME",
+                   help="benchmark inputs (files, globs, hf:NAME[:SPLIT]): reject a record whose instruction or "
+                        "output side shares a word n-gram with any benchmark record, as contaminated naming the "
+                        "benchmark, its record and the n-gram (default: none)")
+    p.add_argument("--decontaminate-ngram", type=int, default=13, metavar="N",
+                   help="n-gram length in words for --decontaminate (default: 13)")
     add_runner_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table (default: off)")
 
@@ -86,7 +104,9 @@ def options_from_args(args: argparse.Namespace) -> PrepareSpec:
                            num_shards=args.num_shards, batch_size=args.batch_size, overwrite=args.overwrite,
                            runner=runner_options_from_args(args), eval_fraction=args.eval_fraction,
                            eval_split=args.eval_split, max_reject_rate=args.max_reject_rate,
-                           max_record_bytes=args.max_record_bytes)
+                           max_record_bytes=args.max_record_bytes, pack_length=args.pack_length,
+                           dedup=args.dedup, seed=args.seed, decontaminate=tuple(args.decontaminate or ()),
+                           decontaminate_ngram=args.decontaminate_ngram)
     except (ValueError, TypeError) as exc:
         raise usage_error(exc) from None
 
@@ -102,27 +122,59 @@ def plan(spec: PrepareSpec):
     from im_data.tokenizer import SAMPLE_DATA, TokenizerLoadError
 
     from .manifest import OutputError, check_output_dir, resolve_output
+    from .mixture import input_ratios, mixture_plan
+    from .pack import packing_limit
     from .read import InputError, expand_inputs
 
     if not spec.output:
         raise UsageError("an output directory is needed (--output DIR)")
-    check_input_specs(spec.inputs)
     try:
-        sources = expand_inputs(list(spec.inputs) or [str(SAMPLE_DATA)])
+        inputs = input_ratios(spec.inputs)
+    except ValueError as exc:
+        raise usage_error(exc) from None
+    check_input_specs([given for given, _ in inputs] + list(spec.decontaminate))
+    try:
+        sources = expand_inputs([given for given, _ in inputs] or [str(SAMPLE_DATA)])
+        mixture = mixture_plan(inputs, sources, spec.max_record_bytes, spec.seed)
+        for bench in spec.decontaminate:
+            expand_inputs([bench])  # a benchmark that names nothing readable fails here (exit 2)
         if not spec.inputs:  # a location-independent name, so example ids do not depend on the install path
             sources = tuple(dataclasses.replace(s, label="im_data/assets/sample.jsonl") for s in sources)
         output = resolve_output(spec.output)  # a symbolic link: its target; a dangling one: refused
         check_output_dir(output, spec.overwrite, [s.path for s in sources if s.kind != "hub"])
         tok = spec.encoder.load_tokenizer()
-        encoder_options = spec.encoder.resolved(tok)
+        encoder_options = packing_limit(spec.encoder, spec.pack_length).resolved(tok)
         encoder = encoder_options.build(tok)
-        resolved = dataclasses.replace(spec, sources=sources, encoder=encoder_options, output=output)
+        resolved = dataclasses.replace(spec, sources=sources, mixture=mixture, encoder=encoder_options, output=output)
     except (InputError, OutputError, TokenizerLoadError, UsageError, ValueError, OSError) as exc:
         raise usage_error(exc) from None
     from .encode import remember_encoder
 
     remember_encoder(encoder_options, encoder)  # the in-process runner's workers reuse it
     return resolved, encoder.metadata()
+
+
+def add_stage_stats(summary: dict[str, Any], config, inputs, index) -> None:
+    """The ``stats.json`` blocks of issue 18's stages (``sources``; ``decontamination``, ``packing`` when on), and
+    their scratch folders removed from the run folder."""
+    from im_data import storage
+
+    from .mixture import mixture_ratios
+    from .sources import source_accounting
+
+    if index is not None:
+        from .decontam import INDEX_DIR, decontamination_stats
+
+        summary["stats"]["decontamination"] = decontamination_stats(index, summary.get("contamination") or {})
+        storage.remove_tree(storage.join(config.work_dir, INDEX_DIR))
+    summary["stats"]["sources"] = source_accounting(summary, [s.label for s in config.sources],
+                                                    mixture_ratios(inputs))
+    if config.pack_length:
+        from .pack import packing_stats
+        from .write import UNPACKED_DIR
+
+        summary["stats"]["packing"] = packing_stats(summary["shards"], config.pack_length)
+        storage.remove_tree(storage.join(config.work_dir, UNPACKED_DIR))  # emptied folders of the packed shards
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -159,14 +211,20 @@ def prepare(spec: PrepareSpec, pipeline_options: Any = None, *, progress=None) -
     spec = dataclasses.replace(spec, work_dir=work_dir)
     keep = False
     try:
+        index = None
+        if spec.decontaminate:
+            from .decontam import write_index
+
+            index = write_index(spec.decontaminate, spec.decontaminate_ngram, spec.max_record_bytes, work_dir)
         started = time.perf_counter()
         with watching(progress, spec.sources, num_shards=spec.num_shards) as progress_dir:
             execute(dataclasses.replace(spec, progress_dir=progress_dir), pipeline_options)
         pipeline_s = time.perf_counter() - started
         summary = add_reject_tables(work_dir, read_summary(work_dir), spec.format)
+        add_stage_stats(summary, spec, spec.inputs, index)
         manifest = build_manifest(summary, meta, tokenizer_name=spec.encoder.tokenizer, fmt=spec.format,
                                   inputs=[s.label for s in spec.sources], package_version=im_data.__version__,
-                                  eval_fraction=spec.eval_fraction)
+                                  eval_fraction=spec.eval_fraction, pack_length=spec.pack_length)
         result = _result(manifest.to_dict(), summary["stats"], spec.output, start, pipeline_s)
         problem = reject_rate_problem(manifest.counts, spec.max_reject_rate)
         if problem:
@@ -253,6 +311,12 @@ REASON_FIXES: dict[str, str | None] = {
     "no_trainable_tokens": "choose a policy that trains these records' tokens with --mode or --weights ROLE=W",
     "read_error": None,
     "too_large": "raise the limit with --max-record-bytes SIZE",
+    "duplicate": "keep duplicates by leaving out --dedup, or check that the inputs do not repeat one another",
+    "contaminated": "check the --decontaminate benchmarks, or lengthen the n-grams with --decontaminate-ngram N",
+    "reserved_template_variable": "remove the special-token and render variables (eos_token, messages, ...) from the "
+                                  "records' chat_template_kwargs; set template options with --chat-template-kwargs",
+    "template_timeout": "use a chat template that renders in bounded time with --chat-template NAME|FILE, or raise "
+                        "the limit with the IM_DATA_TEMPLATE_TIMEOUT_S environment variable",
     "internal_error": None,
 }
 

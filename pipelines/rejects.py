@@ -11,21 +11,54 @@ they are not UTF-8; ``raw_truncated: true`` when only a prefix is kept, e.g. for
 
 from __future__ import annotations
 
+import base64
 import heapq
 import json
 import uuid
 from typing import Any, Iterator
 
 import apache_beam as beam
+import orjson
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from im_data import storage
 from im_data.dataset import REJECTS_DIR, RUNS_DIR, reject_path
+from im_data.shards import example_id
 
+REJECTS = "rejects"  # the tagged output of the dead letters (EncodeExamples and the stages before it)
 REJECT_RUNS_DIR = f"{RUNS_DIR}/{REJECTS_DIR}"  # removed with the shard runs when the output is published
 REJECT_BUFFER_BYTES = 8 << 20
+
+
+def raw_for_reject(payload: Any) -> dict[str, Any]:
+    """The raw record as strict-JSON fields: ``raw``, the original bytes as a UTF-8 string, or base64 with
+    ``raw_encoding: "base64"`` where they are not UTF-8; a decoded row (Parquet, datasets) as its JSON text."""
+    if payload is None or isinstance(payload, str):
+        return {"raw": payload}
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        data = bytes(payload)
+        try:
+            return {"raw": data.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"raw": base64.b64encode(data).decode("ascii"), "raw_encoding": "base64"}
+    try:
+        return {"raw": orjson.dumps(payload, default=repr, option=orjson.OPT_NON_STR_KEYS
+                                    | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS).decode("utf-8")}
+    except (TypeError, orjson.JSONEncodeError):
+        return {"raw": repr(payload)[:1 << 20]}
+
+
+def make_reject(rec, error, raw: Any) -> dict[str, Any]:
+    """One dead letter of a :class:`pipelines.read.RawRecord`: reason code, message, source, index and the raw record (``rec.raw`` if the reader kept
+    only a prefix of it, e.g. for ``too_large``)."""
+    out = {"reason": error.reason, "message": error.message, "source": rec.source, "index": rec.index,
+           "example_id": example_id(rec.source, rec.index) if rec.index is not None else None}
+    if rec.raw is not None:
+        raw, out["raw_truncated"] = rec.raw, True
+    out.update(raw_for_reject(raw))
+    return out
 
 
 def _sort_key(rej: dict[str, Any]) -> list:

@@ -37,8 +37,8 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from im_data import storage
-from im_data.dataset import RUNS_DIR, TRAIN_SPLIT, eval_split_of, shard_format, shard_path
-from im_data.shards import COLUMN_ORDER, SHARD_SCHEMA
+from im_data.dataset import RUNS_DIR, TRAIN_SPLIT, UNPACKED_DIR, eval_split_of, shard_format, shard_path
+from im_data.shards import SHARD_SCHEMA
 
 from .options import PrepareSpec
 
@@ -227,14 +227,14 @@ class _ShardWriter:
     """Writes one shard in record batches of exactly ``chunk_rows`` rows (the last one shorter), whatever the
     slices it is given: so the bytes depend only on the rows. ``sha256`` is known after :meth:`close`."""
 
-    def __init__(self, path: str, fmt: str, chunk_rows: int):
+    def __init__(self, path: str, fmt: str, chunk_rows: int, schema: pa.Schema = SCHEMA):
         _parent_dir(path)
-        self.chunk_rows, self.rows = chunk_rows, 0
+        self.chunk_rows, self.rows, self.schema = chunk_rows, 0, schema
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.sink = _HashingSink(storage.open_file(path, "wb"))
         self.stream = pa.PythonFile(self.sink, mode="w")
-        self.writer = shard_format(fmt).writer(self.stream, SCHEMA)
+        self.writer = shard_format(fmt).writer(self.stream, schema)
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Rows (with or without ``_order``) to append, in order."""
@@ -249,7 +249,7 @@ class _ShardWriter:
     def _write_pending(self) -> None:
         # concat_batches always copies into fresh, tight buffers: a slice of a larger record batch would
         # otherwise carry its parent's buffer lengths into the file, and the bytes would depend on the runs
-        batch = pa.concat_batches([piece.select(COLUMN_ORDER) for piece in self.pending])
+        batch = pa.concat_batches([piece.select(self.schema.names) for piece in self.pending])
         self.pending, self.pending_rows = [], 0
         self.rows += batch.num_rows
         self.writer.write(batch, self.chunk_rows)
@@ -258,7 +258,7 @@ class _ShardWriter:
         if self.pending:
             self._write_pending()
         if self.rows == 0:
-            self.writer.write(pa.RecordBatch.from_pylist([], schema=SCHEMA), self.chunk_rows)
+            self.writer.write(pa.RecordBatch.from_pylist([], schema=self.schema), self.chunk_rows)
         self.writer.close()
         self.stream.close()
         self.sink.close()
@@ -304,6 +304,7 @@ class _MergeShardFn(beam.DoFn):
         cfg = self.config
         runs = sorted((r for r in runs if r), key=lambda r: (r["first"], r["path"]))
         rel, split = shard_name(shard, cfg)
+        rel = f"{UNPACKED_DIR}/{rel}" if cfg.pack_length else rel  # pipelines.pack packs it into rel
         path = storage.join(cfg.work_dir, rel)
         num_rows, sha256 = merge_runs([storage.join(cfg.work_dir, r["path"]) for r in runs], path, cfg.format,
                                       cfg.merge_chunk_rows)

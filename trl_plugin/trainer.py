@@ -131,6 +131,7 @@ class WeightedSFTTrainer(SFTTrainer):
         if processing_class is not None:
             self._check_fingerprints(processing_class)
         args = self._resolve_max_length(args, train_dataset, eval_dataset)
+        args = _train_packed_as_they_are(args, train_dataset, eval_dataset)
 
         self._segments = {mode: SegmentMetrics(args.role_metrics) for mode in ("train", "eval")}
         self._warned_no_roles = False
@@ -356,6 +357,23 @@ class WeightedSFTTrainer(SFTTrainer):
                 if self.accelerator.num_processes > 1 else (lambda t: t)
             logs.update(self._segments[mode].compute("eval_" if mode == "eval" else "", reduce=reduce))
         super().log(logs, start_time)
+
+
+def _train_packed_as_they_are(args, train_dataset, eval_dataset):
+    """Offline-packed rows (`im-data prepare --pack-length`: a ``seq_lengths`` column) are trained as they are:
+    padding-free, so ``seq_lengths`` keeps the documents apart, never re-packed nor truncated (each row already
+    fits the pack length). Returns a copy of ``args`` set so (``packing=False``, ``padding_free=True``,
+    ``max_length=None``), or ``args`` itself for unpacked data."""
+    packed = [name for name, ds in _named_datasets(train_dataset, eval_dataset)
+              if isinstance(ds, (Dataset, IterableDataset)) and "seq_lengths" in (get_dataset_column_names(ds) or ())]
+    if not packed:
+        return args
+    if args.packing:
+        warnings.warn(f"the {' and '.join(packed)} dataset is already packed (seq_lengths): trained as packed, "
+                      "not packed again (packing=False)", stacklevel=3)
+    args = copy.copy(args)
+    args.packing, args.padding_free, args.max_length = False, True, None
+    return args
 
 
 def _named_datasets(train_dataset, eval_dataset):

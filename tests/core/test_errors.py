@@ -439,7 +439,7 @@ def test_reason_codes_are_the_documented_set():
         "invalid_json", "unknown_format", "missing_field", "not_a_string", "bad_role", "empty_conversation",
         "no_assistant_turn", "empty_output", "template_error", "special_token_in_content", "too_long",
         "no_trainable_tokens", "read_error", "too_large", "internal_error", "unrendered_field",
-        "reserved_template_variable", "template_timeout", "invariant_violation"}
+        "reserved_template_variable", "template_timeout", "invariant_violation", "duplicate", "contaminated"}
     with pytest.raises(ValueError, match="unknown reason"):
         RecordError("oops", "x")
 
@@ -448,8 +448,9 @@ def test_every_record_reason_is_covered_by_this_module():
     covered = {p.values[1] for p in RECORD_CASES} | {"invalid_json", "template_error", "special_token_in_content",
                                                       "too_long", "no_trainable_tokens", "unrendered_field",
                                                       "invariant_violation"}
+    # tests/pipeline/hostile; duplicate and contaminated: tests/pipeline/test_dedup.py, test_decontam.py
     assert covered == set(REASONS) - {"read_error", "too_large", "internal_error", "reserved_template_variable",
-                                      "template_timeout"}  # tests/pipeline/hostile
+                                      "template_timeout", "duplicate", "contaminated"}
 
 
 def test_errors_pickle():
