@@ -5,6 +5,8 @@ of what it emits (``Any`` where a pickled element is meant): an inferred coder t
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
@@ -63,16 +65,23 @@ class _Ours(PipelineVisitor):
         self._look(node)
 
 
-@pytest.mark.parametrize("which", ["prepare", "audit"])
+@pytest.mark.parametrize("which", ["prepare", "prepare_every_stage", "audit"])
 def test_every_transform_of_ours_states_its_output_type(tmp_path, which):
     p = beam.Pipeline(runner="DirectRunner")
     if which == "prepare":
         build_pipeline(p, _config(tmp_path))
+    elif which == "prepare_every_stage":  # mixture, dedup, decontamination and packing in the graph too
+        config = _config(tmp_path)
+        config = dataclasses.replace(config, mixture=((config.sources[0].label, 0.5),), dedup="exact",
+                                     decontaminate=(str(DATA / "bad.jsonl"),), pack_length=64)
+        build_pipeline(p, config)
     else:
         build_audit_pipeline(p, [_config(tmp_path)], str(tmp_path / "results"), sample_size=10)
     seen = _Ours()
     p.visit(seen)
     assert len(seen.stated) >= 15, seen.stated  # the visitor did find our transforms
+    if which == "prepare_every_stage":
+        assert {"SampleMixture", "DedupExact", "Decontaminate", "PackShards"} <= set(seen.stated), seen.stated
     assert seen.unstated == [], f"transforms that state no output type: {seen.unstated}"
 
 
